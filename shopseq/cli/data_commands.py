@@ -13,7 +13,7 @@ from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, kv_table,
 from shopseq.data.cleaning import CleaningPolicy
 from shopseq.data.formats import FORMATS
 from shopseq.data.formats.base import ColumnMapping, ReadOptions, TimestampUnit
-from shopseq.data.ingest import IngestReport, ingest_file, rewrite_rejects_files
+from shopseq.data.ingest import IngestReport, ingest_file
 from shopseq.data.stats import compute_stats
 from shopseq.data.store import EventStore
 
@@ -156,7 +156,6 @@ def forget(
     """Delete one user's events (and their rejected rows) from the store."""
     with open_store(workspace) as store:
         n = store.forget(user, already_pseudonymised=pseudonymised)
-        rewrite_rejects_files(store)
     console.print(f"deleted {n:,} events" + ("" if n else " (no such user in the store)"))
 
 

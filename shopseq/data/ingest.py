@@ -231,7 +231,7 @@ def _commit_batch(
         store.set_meta("next_seq", str(next_seq + span))
         if inserted:
             store.bump_version()
-        rejects_tmp = _write_rejects_tmp(store, batch_id) if report.rejected_total else None
+        rejects_tmp = store.write_rejects_file(batch_id, final=False) if report.rejected_total else None
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -239,29 +239,6 @@ def _commit_batch(
     finally:
         con.execute(f"DROP TABLE IF EXISTS {accepted}; DROP TABLE IF EXISTS {users}")
     if rejects_tmp is not None:
-        final = rejects_path(store, batch_id)
+        final = store.rejects_file(batch_id)
         os.replace(rejects_tmp, final)
         report.rejects_file = str(final)
-
-
-def rejects_path(store: EventStore, batch_id: int) -> Path:
-    return store.workspace.rejects_dir / f"batch-{batch_id:05d}.csv"
-
-
-def _write_rejects_tmp(store: EventStore, batch_id: int) -> Path:
-    """The batch's rejects as CSV under a temporary name (renamed into place after commit)."""
-    final = rejects_path(store, batch_id)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    store.con.execute(
-        f"""COPY (SELECT source_file, src_row, reason, field, raw FROM rejects
-                WHERE batch_id = {batch_id} ORDER BY src_row) TO {sql_str(tmp)} (HEADER, DELIMITER ',')"""
-    )
-    return tmp
-
-
-def rewrite_rejects_files(store: EventStore) -> None:
-    """Re-derive the rejects files from the table (after ``forget`` removed rows from it)."""
-    for (batch_id,) in store.con.execute("SELECT DISTINCT batch_id FROM batches").fetchall():
-        path = rejects_path(store, batch_id)
-        if path.exists():
-            os.replace(_write_rejects_tmp(store, batch_id), path)

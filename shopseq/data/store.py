@@ -126,10 +126,33 @@ class EventStore:
     def rejects(self, batch_id: int | None = None, limit: int | None = None) -> pa.Table:
         where = f"WHERE batch_id = {int(batch_id)}" if batch_id is not None else ""
         lim = f"LIMIT {int(limit)}" if limit else ""
-        return self.con.sql(f"SELECT * FROM rejects {where} ORDER BY batch_id, src_row {lim}").to_arrow_table()
+        return self.query_arrow(f"SELECT * FROM rejects {where} ORDER BY batch_id, src_row {lim}")
+
+    def rejects_file(self, batch_id: int) -> Path:
+        return self.workspace.rejects_dir / f"batch-{batch_id:05d}.csv"
+
+    def write_rejects_file(self, batch_id: int, final: bool = True) -> Path:
+        """A batch's rejects as CSV. ``final=False`` writes under a temporary name for the caller
+        to rename into place once its transaction has committed."""
+        target = self.rejects_file(batch_id)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        self.con.execute(
+            f"""COPY (SELECT source_file, src_row, reason, field, raw FROM rejects
+                    WHERE batch_id = {int(batch_id)} ORDER BY src_row) TO {sql_str(tmp)} (HEADER, DELIMITER ',')"""
+        )
+        if not final:
+            return tmp
+        os.replace(tmp, target)
+        return target
 
     def batches(self) -> pa.Table:
-        return self.con.sql("SELECT * FROM batches ORDER BY batch_id").to_arrow_table()
+        return self.query_arrow("SELECT * FROM batches ORDER BY batch_id")
+
+    def query_arrow(self, query: str) -> pa.Table:
+        """A query's result as Arrow. A cursor of its own: DuckDB refuses a lazy relation on a
+        connection whose last ``execute`` result was not read to the end (e.g. after fetchone)."""
+        with self.con.cursor() as cur:
+            return cur.sql(query).to_arrow_table()
 
     # -- Parquet out ------------------------------------------------------------------------
     def export_parquet(self, path: Path) -> int:
@@ -168,6 +191,9 @@ class EventStore:
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+        # the CSV copies of the rejects must not keep what the table no longer has
+        for path in self.workspace.rejects_dir.glob("batch-*.csv"):
+            self.write_rejects_file(int(path.stem.removeprefix("batch-")))
         return int(deleted)
 
 

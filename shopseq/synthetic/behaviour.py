@@ -31,7 +31,6 @@ VIEW, CART, FAV, PURCHASE, REVIEW = (int(t) for t in EventType)
 MIN_SESSION_GAP_MS = 20 * MINUTE_MS  # a pause this long starts a new session in most shops
 VIEW_GAP_MIN_MS = 8 * SECOND_MS  # cart/fav of a view land before the next view (offsets < 8 s)
 CATEGORY_JUMP = 0.12  # P(a fresh pick comes from a neighbouring category of the session focus)
-CAMPAIGN_STICK = 0.5  # P(a fresh pick in a campaign visit is a promoted item again)
 SESSION_KINDS = ("organic", "campaign", "complement", "restock", "review")
 
 
@@ -127,6 +126,17 @@ def _campaign_items(plan: CampaignPlan, camp: np.ndarray, rng: np.random.Generat
     return out
 
 
+def _promote(plan: CampaignPlan, responded: np.ndarray, picks: np.ndarray, cats: np.ndarray,
+             uu: np.ndarray, when: np.ndarray, rng: np.random.Generator) -> None:
+    """In place: responders inside a campaign window pick promoted items with ``lift`` x weight."""
+    for c, campaign in enumerate(plan.campaigns):
+        rows = np.flatnonzero(responded[c][uu] & campaign.active(when))
+        if len(rows) == 0:
+            continue
+        swap = rows[rng.random(len(rows)) < campaign.swap_prob(cats[rows])]
+        picks[swap] = campaign.sample_in_category(cats[swap], rng.random(len(swap)))
+
+
 def _within_user_rank(sorted_user: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... inside each run of equal values of a sorted array."""
     n = len(sorted_user)
@@ -158,7 +168,9 @@ def generate_chunk(config: SyntheticShopConfig, cat: Catalogue, plan: CampaignPl
         affine = (mc[users.taste_a] & taste_on_a).any(axis=1) | (mc[users.taste_b] & taste_on_b).any(axis=1)
         p = np.clip(types["campaign_response"][utype] * np.where(affine, 1.6, 0.8), 0.0, 1.0)
         responded[c] = rng.random(n_users) < p
-        n_extra = np.where(responded[c], rng.poisson(campaign.extra_sessions * np.sqrt(users.activity)), 0)
+        # Visit rate x lift inside the window: the extra visits land on a promoted item (the ad's link).
+        in_window = lam * (campaign.end_ms - campaign.start_ms) / (t1 - t0)
+        n_extra = np.where(responded[c], rng.poisson((campaign.lift - 1.0) * in_window), 0)
         s_user.append(np.repeat(np.arange(n_users), n_extra))
         s_start.append(_visit_times(config, rng, int(n_extra.sum()), (campaign.start_ms, campaign.end_ms)))
         s_camp.append(np.full(int(n_extra.sum()), c, dtype=np.int16))
@@ -194,6 +206,7 @@ def generate_chunk(config: SyntheticShopConfig, cat: Catalogue, plan: CampaignPl
     n_active = n_sess - np.cumsum(counts)[:-1]  # n_active[j] = sessions with length > j
     view_item = np.empty(n_views, dtype=np.int32)
     cur = _pick(cat, types, users, focus, su, rng)
+    _promote(plan, responded, cur, focus, su, start, rng)
     cur = np.where(is_forced, forced, cur)
     view_item[off] = cur
     for j in range(1, len(n_active)):
@@ -207,9 +220,7 @@ def generate_chunk(config: SyntheticShopConfig, cat: Catalogue, plan: CampaignPl
         jump = rng.random(len(fresh)) < CATEGORY_JUMP
         fcat = np.where(jump, cat.next_category(fcat, rng.random(len(fresh))), fcat)
         picked = _pick(cat, types, users, fcat, su[fresh], rng)
-        again = (camp[fresh] >= 0) & (rng.random(len(fresh)) < CAMPAIGN_STICK)
-        if again.any():
-            picked[again] = _campaign_items(plan, camp[fresh[again]], rng)
+        _promote(plan, responded, picked, fcat, su[fresh], start[fresh], rng)
         nxt[~rel] = picked
         cur[s] = nxt
         view_item[off[s] + j] = nxt
@@ -230,8 +241,7 @@ def generate_chunk(config: SyntheticShopConfig, cat: Catalogue, plan: CampaignPl
     p_cart *= np.where(cat.item_consumable[view_item], 1.0 + 0.1 * types["consumable_affinity"][vt], 1.0)
     for c, campaign in enumerate(plan.campaigns):
         hit = plan.member[c][view_item] & campaign.active(view_ts) & responded[c][vu]
-        p_cart[hit] *= campaign.lift
-        p_buy[hit] *= np.sqrt(campaign.lift)
+        p_cart[hit] *= np.sqrt(campaign.lift)
     carted = rng.random(n_views) < np.minimum(p_cart, 0.95)
     faved = rng.random(n_views) < types["p_fav"][vt]
     bought = carted & (rng.random(n_views) < np.minimum(p_buy, 0.97))

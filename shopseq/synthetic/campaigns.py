@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shopseq.synthetic.catalogue import Catalogue
+from shopseq.synthetic.catalogue import Catalogue, segment_cum
 from shopseq.synthetic.config import DAY_MS, SyntheticShopConfig
 
 
@@ -21,9 +21,12 @@ class Campaign:
     items: np.ndarray  # internal item indices
     item_cum: np.ndarray  # cumulative popularity over ``items``, to pick promoted items
     category: int  # leaf category index, -1 for item campaigns
-    lift: float  # multiplier on P(cart) for responders; P(buy | cart) gets sqrt(lift)
+    lift: float  # responders: visit rate, pick weight of promoted items and P(cart) x lift in the window
     discount: float  # price cut shown in the events during the window
-    extra_sessions: float  # mean extra visits of a responder during the window
+    seg_cats: np.ndarray  # sorted categories holding promoted items
+    seg_end: np.ndarray  # one past the last promoted item (position in ``items``) of each of them
+    seg_cum: np.ndarray  # segment index + cumulative popularity inside the category, per item
+    seg_share: np.ndarray  # popularity share of the promoted items inside each of those categories
 
     def active(self, ts: np.ndarray) -> np.ndarray:
         return (ts >= self.start_ms) & (ts < self.end_ms)
@@ -31,6 +34,19 @@ class Campaign:
     def sample_items(self, u: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(self.item_cum, u, side="right"), len(self.items) - 1)
         return self.items[pos]
+
+    def sample_in_category(self, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Promoted items of the given categories (which must hold some), by popularity."""
+        seg = np.searchsorted(self.seg_cats, cats)
+        pos = np.minimum(np.searchsorted(self.seg_cum, seg + u, side="right"), self.seg_end[seg] - 1)
+        return self.items[pos]
+
+    def swap_prob(self, cats: np.ndarray) -> np.ndarray:
+        """P(replace a popularity pick in ``cats`` by a promoted item) such that the mixture equals
+        sampling with promoted weights multiplied by ``lift``: (lift-1)s / (1 + (lift-1)s)."""
+        seg = np.minimum(np.searchsorted(self.seg_cats, cats), len(self.seg_cats) - 1)
+        s = np.where(self.seg_cats[seg] == cats, self.seg_share[seg], 0.0)
+        return (self.lift - 1.0) * s / (1.0 + (self.lift - 1.0) * s)
 
 
 @dataclass
@@ -80,10 +96,16 @@ def build_campaigns(config: SyntheticShopConfig, cat: Catalogue) -> CampaignPlan
         pop = cat.item_pop[items]
         item_cum = np.cumsum(pop / pop.sum())
         item_cum[-1] = 1.0
+        item_cats = cat.item_category[items]  # sorted, since internal order is by category
+        seg_cats, seg_start = np.unique(item_cats, return_index=True)
+        seg_end = np.append(seg_start[1:], len(items))
+        seg_of = np.searchsorted(seg_cats, item_cats)
+        seg_share = np.bincount(seg_of, weights=pop) / cat.category_pop[seg_cats]
         campaigns.append(Campaign(
             campaign_id=f"c{c + 1:02d}", name=name, kind=kind, start_ms=start,
             end_ms=start + length * DAY_MS, items=items, item_cum=item_cum, category=category,
-            lift=lift, discount=discount, extra_sessions=lift - 0.8,
+            lift=lift, discount=discount, seg_cats=seg_cats, seg_end=seg_end,
+            seg_cum=segment_cum(pop, seg_start, seg_end, seg_of), seg_share=seg_share,
         ))
     member_category = np.zeros((config.n_campaigns, cat.n_categories), dtype=bool)
     for c, camp in enumerate(campaigns):

@@ -185,7 +185,7 @@ def _successors(paths: list[list[str]], dept: np.ndarray, rng: np.random.Generat
     return succ
 
 
-def _segment_cum(weights: np.ndarray, starts: np.ndarray, ends: np.ndarray, seg_of: np.ndarray) -> np.ndarray:
+def segment_cum(weights: np.ndarray, starts: np.ndarray, ends: np.ndarray, seg_of: np.ndarray) -> np.ndarray:
     """Segment index + cumulative normalised weight inside the segment (last item exactly seg+1)."""
     cs = np.cumsum(weights)
     before = np.where(starts > 0, cs[np.maximum(starts - 1, 0)], 0.0)
@@ -261,12 +261,12 @@ def build_catalogue(config: SyntheticShopConfig) -> Catalogue:
 
     cat_start = np.searchsorted(item_cat, np.arange(n_cat), side="left")
     cat_end = np.searchsorted(item_cat, np.arange(n_cat), side="right")
-    cat_cum = _segment_cum(item_pop, cat_start, cat_end, item_cat)
+    cat_cum = segment_cum(item_pop, cat_start, cat_end, item_cat)
     gkeys_all = item_cat.astype(np.int64) * n_brands + item_brand
     group_keys, group_start = np.unique(gkeys_all, return_index=True)
     group_end = np.append(group_start[1:], n_items)
     group_of = np.searchsorted(group_keys, gkeys_all)
-    group_cum = _segment_cum(item_pop, group_start, group_end, group_of)
+    group_cum = segment_cum(item_pop, group_start, group_end, group_of)
 
     cat = Catalogue(
         dept_names=[d[0] for d in DEPARTMENTS], category_paths=paths,

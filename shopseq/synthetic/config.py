@@ -35,7 +35,7 @@ class UserTypeProfile(BaseModel):
     price_candidates: int = Field(1, ge=1, le=6, description="picks the cheapest of this many popular candidates")
     brand_loyalty: float = Field(0.0, ge=0, le=1, description="P(restrict a pick to the favourite brand)")
     consumable_affinity: float = Field(0.0, ge=0, description="taste boost for consumable-heavy categories")
-    campaign_response: float = Field(0.2, ge=0, le=1, description="P(responding to a campaign)")
+    campaign_response: float = Field(0.15, ge=0, le=1, description="P(responding to a campaign)")
     complement_follow: float = Field(0.5, ge=0, le=1, description="P(coming back for a bought item's complement)")
     restock_keep: float = Field(0.5, ge=0, le=1, description="P(rebuying a consumable again at its interval)")
     review_rate: float = Field(0.05, ge=0, le=1, description="P(review | purchase)")
@@ -47,30 +47,30 @@ def default_user_types() -> dict[str, UserTypeProfile]:
         "bargain_hunter": UserTypeProfile(
             share=0.18, session_rate=1.1, views_per_session=4.5, p_cart=0.07, p_fav=0.05, p_buy=0.45,
             related_follow=0.40, category_stickiness=0.4, taste_size=4, drift=0.3, tail_exploration=0.15,
-            price_candidates=4, campaign_response=0.6, complement_follow=0.4, restock_keep=0.4,
+            price_candidates=4, campaign_response=0.45, complement_follow=0.4, restock_keep=0.4,
             review_rate=0.04,
         ),
         "brand_loyal": UserTypeProfile(
             share=0.14, session_rate=0.9, views_per_session=2.6, p_cart=0.13, p_fav=0.04, p_buy=0.6,
             related_follow=0.5, category_stickiness=0.6, taste_size=2, drift=0.2, tail_exploration=0.05,
-            brand_loyalty=0.85, campaign_response=0.1, complement_follow=0.6, restock_keep=0.6,
+            brand_loyalty=0.85, campaign_response=0.06, complement_follow=0.6, restock_keep=0.6,
             review_rate=0.10,
         ),
         "explorer": UserTypeProfile(
             share=0.14, session_rate=1.2, views_per_session=5.0, p_cart=0.04, p_fav=0.06, p_buy=0.35,
             related_follow=0.3, category_stickiness=0.25, taste_size=5, drift=0.7, tail_exploration=0.5,
-            campaign_response=0.35, complement_follow=0.35, restock_keep=0.3, review_rate=0.04,
+            campaign_response=0.25, complement_follow=0.35, restock_keep=0.3, review_rate=0.04,
         ),
         "restocker": UserTypeProfile(
             share=0.12, session_rate=0.9, views_per_session=2.0, p_cart=0.16, p_fav=0.01, p_buy=0.7,
             related_follow=0.45, category_stickiness=0.6, taste_size=2, drift=0.15, tail_exploration=0.05,
-            brand_loyalty=0.3, consumable_affinity=6.0, campaign_response=0.15, complement_follow=0.5,
+            brand_loyalty=0.3, consumable_affinity=6.0, campaign_response=0.1, complement_follow=0.5,
             restock_keep=0.92, review_rate=0.06,
         ),
         "window_shopper": UserTypeProfile(
             share=0.12, session_rate=1.3, views_per_session=5.5, p_cart=0.03, p_fav=0.10, p_buy=0.15,
             related_follow=0.5, category_stickiness=0.4, taste_size=3, drift=0.5, tail_exploration=0.2,
-            campaign_response=0.3, complement_follow=0.2, restock_keep=0.2, review_rate=0.01,
+            campaign_response=0.2, complement_follow=0.2, restock_keep=0.2, review_rate=0.01,
         ),
     }
 
@@ -104,7 +104,7 @@ class SyntheticShopConfig(BaseModel):
     seed: int = Field(0, ge=0)
     scale: float = Field(1.0, gt=0)
 
-    mean_sessions_per_user: float = Field(5.0, gt=0)
+    mean_sessions_per_user: float = Field(3.0, gt=0)
     max_sessions_per_user: int = Field(60, ge=1)
     max_views_per_session: int = Field(40, ge=1)
     activity_sigma: float = Field(0.7, ge=0, description="log-normal spread of user activity")
@@ -180,4 +180,4 @@ class SyntheticShopConfig(BaseModel):
 
 
 # Calibrated by measurement with the default profiles; used only by ``for_events``.
-EVENTS_PER_USER_AT_DEFAULTS = 15.0
+EVENTS_PER_USER_AT_DEFAULTS = 17.0

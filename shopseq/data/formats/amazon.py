@@ -17,8 +17,7 @@ from pathlib import Path
 import duckdb
 
 from shopseq.data.formats.base import RawBatch, ReadOptions, TimestampUnit, sql_str, temp_name
-from shopseq.data.formats.generic import read_delimited
-from shopseq.data.formats.sasrec import derive, lines_options
+from shopseq.data.formats.sasrec import derive, read_lines
 
 
 def _stem(path: Path) -> str:
@@ -43,7 +42,7 @@ def _explode(con: duckdb.DuckDBPyConnection, lines_table: str) -> str:
     con.execute(
         f"""CREATE TEMP TABLE {out} AS
         SELECT src_row, toks[1] AS user_id, unnest(toks[2:]) AS value, unnest(range(1, len(toks))) AS pos
-        FROM (SELECT src_row, regexp_split_to_array(trim(user_id), '\\s+') AS toks FROM {lines_table})"""
+        FROM (SELECT src_row, regexp_split_to_array(trim(line), '\\s+') AS toks FROM {lines_table})"""
     )
     return out
 
@@ -64,19 +63,20 @@ def _items_table(con: duckdb.DuckDBPyConnection, attrs: Path) -> str:
 def read_s3rec(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions) -> RawBatch:
     """One user per line; events get the line as ``src_row`` and event type 'review'."""
     stem = _stem(path)
-    lines = read_delimited(con, path, lines_options(options))
-    toks = _explode(con, lines.table)
+    lines_table, rejects_table = read_lines(con, path, options.encoding)
+    lines = RawBatch(str(path), lines_table, TimestampUnit.ORDINAL, rejects_table=rejects_table)
+    toks = _explode(con, lines_table)
     # A line with a user but no items carries no event: keep it visible as a reject.
     con.execute(
-        f"""INSERT INTO {lines.rejects_table}
-        SELECT src_row, 'missing_columns', 'item_id', user_id FROM {lines.table}
-        WHERE len(regexp_split_to_array(trim(user_id), '\\s+')) < 2"""
+        f"""INSERT INTO {rejects_table}
+        SELECT src_row, 'missing_columns', 'item_id', line FROM {lines_table}
+        WHERE len(regexp_split_to_array(trim(line), '\\s+')) < 2"""
     )
     notes: list[str] = []
     time_file = _sibling(path, f"{stem}_time.txt.gz", f"{stem}_time.txt")
     if time_file is not None:
-        times = read_delimited(con, time_file, lines_options(options))
-        time_toks = _explode(con, times.table)
+        times, times_rej = read_lines(con, time_file, options.encoding)
+        time_toks = _explode(con, times)
         source = (
             f"(SELECT e.src_row, e.pos, e.user_id, e.value AS item_id, t.value AS ts, t.user_id AS t_user "
             f"FROM {toks} e LEFT JOIN {time_toks} t ON e.src_row = t.src_row AND e.pos = t.pos)"
@@ -86,7 +86,7 @@ def read_s3rec(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions)
         bad_lines = con.execute(
             f"SELECT count(DISTINCT src_row) FROM {source} WHERE ts IS NULL OR t_user IS DISTINCT FROM user_id"
         ).fetchone()[0]
-        n_rej = con.execute(f"SELECT count(*) FROM {times.rejects_table}").fetchone()[0]
+        n_rej = con.execute(f"SELECT count(*) FROM {times_rej}").fetchone()[0]
         notes.append(f"timestamps from {time_file.name} (Unix seconds, day granularity)")
         if bad_lines or n_rej:
             # Misaligned events keep a NULL timestamp, so cleaning rejects them with their line.
@@ -109,7 +109,7 @@ def read_s3rec(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions)
     )
     con.execute(f"DROP TABLE {toks}")
     if time_file is not None:
-        con.execute(f"DROP TABLE {time_toks}; DROP TABLE {times.table}; DROP TABLE {times.rejects_table}")
+        con.execute(f"DROP TABLE {time_toks}; DROP TABLE {times}; DROP TABLE {times_rej}")
     attrs = _sibling(path, f"{stem}_item2attributes.json")
     if attrs is not None:
         batch.items_table = _items_table(con, attrs)

@@ -11,36 +11,39 @@ from pathlib import Path
 
 import duckdb
 
-from shopseq.data.formats.base import ColumnMapping, RawBatch, ReadOptions, TimestampUnit
-from shopseq.data.formats.generic import read_jsonl
-from shopseq.data.formats.sasrec import derive
+from shopseq.data.formats.base import RawBatch, ReadOptions, TimestampUnit, temp_name
+from shopseq.data.formats.sasrec import derive, read_lines
 
 _EVENT_SHAPE = '[{"aid": "VARCHAR", "ts": "VARCHAR", "type": "VARCHAR"}]'
 
 
 def read_otto(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions) -> RawBatch:
-    # The generic JSONL reader numbers lines and rejects malformed ones; it hands the events array
-    # back as JSON text in the ``item_id`` slot, which is unnested below.
-    sessions = read_jsonl(
-        con,
-        path,
-        ReadOptions(
-            mapping=ColumnMapping(user_id="session", item_id="events", timestamp=None, event_type=None),
-            encoding=options.encoding,
-        ),
-    )
-    # A session whose events are missing or not an array would vanish in the unnest: reject it.
+    lines, rejects = read_lines(con, path, options.encoding)
+    parsed = temp_name("otto")
+    # CASE keeps the JSON functions away from invalid lines (they would raise, not return NULL).
     con.execute(
-        f"""INSERT INTO {sessions.rejects_table}
-        SELECT src_row, 'missing_columns', 'events', item_id FROM {sessions.table}
-        WHERE item_id IS NULL OR json_type(item_id) <> 'ARRAY'"""
+        f"""CREATE TEMP TABLE {parsed} AS
+        SELECT src_row, line, j, json_extract_string(j, '$.session') AS session,
+               CASE WHEN json_type(j, '$.events') = 'ARRAY' THEN json_extract(j, '$.events') END AS events
+        FROM (SELECT src_row, line,
+                     CASE WHEN coalesce(json_valid(line), false) THEN json(line) END AS j FROM {lines})"""
     )
+    # Malformed lines, and sessions whose events would vanish in the unnest, become rejects.
+    con.execute(
+        f"""INSERT INTO {rejects}
+        SELECT src_row,
+               CASE WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN 'malformed_json' ELSE 'missing_columns' END,
+               CASE WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN NULL ELSE 'events' END,
+               line
+        FROM {parsed} WHERE j IS NULL OR json_type(j) <> 'OBJECT' OR events IS NULL"""
+    )
+    con.execute(f"DROP TABLE {lines}")
     source = f"""(SELECT src_row, session, unnest(evs) AS e, unnest(range(len(evs))) AS pos
-        FROM (SELECT src_row, user_id AS session, from_json(item_id, '{_EVENT_SHAPE}') AS evs
-              FROM {sessions.table} WHERE json_type(item_id) = 'ARRAY'))"""
-    batch = derive(
+        FROM (SELECT src_row, session, from_json(events, '{_EVENT_SHAPE}') AS evs
+              FROM {parsed} WHERE json_type(j) = 'OBJECT' AND events IS NOT NULL))"""
+    return derive(
         con,
-        sessions,
+        RawBatch(str(path), parsed, TimestampUnit.MILLISECONDS, rejects_table=rejects),
         {
             "user_id": "session",
             "session_id": "session",
@@ -52,4 +55,3 @@ def read_otto(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions) 
         source=source,
         order="src_row, pos",
     )
-    return batch

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import duckdb
 
-from shopseq.data.formats.base import ColumnMapping, RawBatch, ReadOptions, TimestampUnit, temp_name
-from shopseq.data.formats.generic import read_delimited
+from shopseq.data.formats.base import ColumnMapping, RawBatch, ReadOptions, TimestampUnit, sql_str, temp_name
+from shopseq.data.formats.generic import _attach_line_numbers, _csv_rejects, read_delimited
 from shopseq.data.schema import SOURCE_FIELDS
 
 # Never present in real text: lets ``read_delimited`` hand back whole lines as one column.
@@ -55,15 +55,29 @@ def seconds_to_ms(expr: str) -> str:
     return f"coalesce(TRY_CAST(round(TRY_CAST({expr} AS DOUBLE) * 1000) AS BIGINT)::VARCHAR, {expr})"
 
 
-def lines_options(options: ReadOptions) -> ReadOptions:
-    """Options for reading a file as whole lines (column ``line``, exposed as ``user_id``)."""
-    return ReadOptions(
-        mapping=ColumnMapping(user_id="line", item_id=None, timestamp=None, event_type=None),
-        header=False,
-        column_names=["line"],
-        delimiter=LINE_DELIMITER,
-        encoding=options.encoding,
+def read_lines(con: duckdb.DuckDBPyConnection, path: Path, encoding: str = "utf-8") -> tuple[str, str]:
+    """Temp tables ``(src_row, line)`` of the non-blank lines and ``rejects`` of unreadable ones.
+
+    With a single column DuckDB returns inner blank lines as NULL records but (when sniffing)
+    drops leading ones, so the generic blank-line correction does not fit here. Sniffing is
+    switched off instead: then every physical line is one record, and only lines the parser
+    rejects (invalid encoding) need the line-number correction.
+    """
+    numbered, rejects, scan, parse_rej = (temp_name(p) for p in ("lnum", "lrej", "lscan", "lparse_rej"))
+    con.execute(
+        f"""CREATE TEMP TABLE {numbered} AS SELECT row_number() OVER () AS rec, line
+        FROM read_csv({sql_str(path)}, columns={{'line': 'VARCHAR'}}, header=false, auto_detect=false,
+                      skip=0, delim={sql_str(LINE_DELIMITER)}, quote='', escape='', store_rejects=true,
+                      rejects_table={sql_str(rejects)}, rejects_scan={sql_str(scan)},
+                      encoding={sql_str(encoding)})"""
     )
+    lined = _attach_line_numbers(con, numbered, _csv_rejects(con, rejects, parse_rej), 0)
+    table = temp_name("lines")
+    con.execute(
+        f"CREATE TEMP TABLE {table} AS SELECT src_row, line FROM {lined} WHERE trim(line) <> '' ORDER BY src_row"
+    )
+    con.execute(f"DROP VIEW {lined}; DROP TABLE {numbered}; DROP TABLE {rejects}; DROP TABLE {scan}")
+    return table, parse_rej
 
 
 def derive(

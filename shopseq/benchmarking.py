@@ -1,0 +1,133 @@
+"""Benchmark records: one JSON object per run appended to benchmarks/results.jsonl, and
+BENCHMARKS.md rendered from them (a table per benchmark, newest first, with the command)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = PROJECT_ROOT / "benchmarks" / "results.jsonl"
+BENCHMARKS_MD = PROJECT_ROOT / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    gpu = "no GPU"
+    return f"{os.cpu_count()} cores, {_mem_gib():.0f} GiB RAM, {gpu}, {platform.machine()}"
+
+
+def _mem_gib() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+        return kib / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def this_command() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+
+
+class BenchRecord(BaseModel):
+    bench: str
+    dataset: str
+    model: str | None = None
+    variant: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    protocol: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    timing: dict[str, float] = Field(default_factory=dict)
+    seed: int | None = None
+    command: str = Field(default_factory=this_command)
+    commit: str = Field(default_factory=git_commit)
+    date: str = Field(default_factory=lambda: date.today().isoformat())
+    machine: str = Field(default_factory=machine)
+    notes: str | None = None
+
+
+def append_record(record: BenchRecord, path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(record.model_dump_json(exclude_none=True) + "\n")
+
+
+def load_records(path: Path = RESULTS) -> list[BenchRecord]:
+    if not path.exists():
+        return []
+    return [BenchRecord.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_markdown(records: list[BenchRecord], intro: str = "") -> str:
+    """One section per benchmark, newest run first; columns are the union of keys seen."""
+    out = ["# Benchmarks", "", intro or _INTRO, ""]
+    for bench in dict.fromkeys(r.bench for r in records):
+        rows = [r for r in records if r.bench == bench][::-1]
+        count_keys = list(dict.fromkeys(k for r in rows for k in r.counts))
+        metric_keys = list(dict.fromkeys(k for r in rows for k in r.metrics))
+        timing_keys = list(dict.fromkeys(k for r in rows for k in r.timing))
+        header = ["date", "dataset", "model / variant", *count_keys, *metric_keys, *timing_keys, "seed", "commit"]
+        out += [f"## {bench}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in rows:
+            label = " / ".join(x for x in (r.model, r.variant) if x) or "-"
+            cells = [r.date, r.dataset, label]
+            cells += [_fmt(r.counts.get(k, "")) for k in count_keys]
+            cells += [_fmt(r.metrics.get(k, "")) for k in metric_keys]
+            cells += [_fmt(r.timing.get(k, "")) for k in timing_keys]
+            cells += [_fmt(r.seed) if r.seed is not None else "-", r.commit]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        for r in rows:
+            proto = json.dumps(r.protocol) if r.protocol else ""
+            note = f" — {r.notes}" if r.notes else ""
+            out.append(f"- {r.date} {r.dataset}: `{r.command}` on {r.machine}{(' ' + proto) if proto else ''}{note}")
+        out.append("")
+    return "\n".join(out)
+
+
+_INTRO = (
+    "Written by `python benchmarks/render.py` from `benchmarks/results.jsonl` (one JSON record per run, "
+    "appended by the benchmark scripts). Every number comes with the command that produced it; timings "
+    "are wall-clock seconds on the machine named in each record. Nothing here is typed by hand."
+)
+
+
+def write_markdown(path: Path = BENCHMARKS_MD, results: Path = RESULTS) -> Path:
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(render_markdown(load_records(results)))
+    os.replace(tmp, path)
+    return path
