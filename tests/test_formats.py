@@ -65,8 +65,18 @@ def assert_canonical(con: duckdb.DuckDBPyConnection, batch: RawBatch) -> None:
 
 def test_registry_covers_all_formats() -> None:
     assert set(FORMATS) == {
-        "csv", "tsv", "jsonl", "parquet",
-        "s3rec", "sasrec", "taobao", "yoochoose", "diginetica", "otto", "movielens", "recbole",
+        "csv",
+        "tsv",
+        "jsonl",
+        "parquet",
+        "s3rec",
+        "sasrec",
+        "taobao",
+        "yoochoose",
+        "diginetica",
+        "otto",
+        "movielens",
+        "recbole",
     }
     for name, info in FORMATS.items():
         assert info.name == name and callable(info.reader)
@@ -76,13 +86,13 @@ def test_registry_covers_all_formats() -> None:
 
 def test_unknown_format_lists_valid_names(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     f = write(tmp_path / "x.csv", "a\n1\n")
-    with pytest.raises(ValueError, match="valid formats: .*s3rec.*recbole"):
+    with pytest.raises(ValueError, match=r"valid formats: .*s3rec.*recbole"):
         read_source(con, f, "nope")
 
 
 def test_missing_file_is_named(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     missing = tmp_path / "absent.csv"
-    with pytest.raises(FileNotFoundError, match="absent.csv"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.csv"):
         read_source(con, missing, "csv")
 
 
@@ -130,7 +140,9 @@ def test_s3rec_beauty_lines_and_time_alignment(con: duckdb.DuckDBPyConnection, s
     b = read_source(con, folder / "Beauty.txt.gz", "s3rec")
     for n in (1, 3, 22_363):
         user, *items = line_of(folder / "Beauty.txt.gz", n).split()
-        got = con.execute(f"SELECT user_id, list(item_id) FROM {b.table} WHERE src_row = {n} GROUP BY 1").fetchone()
+        got = con.execute(
+            f"SELECT user_id, list(item_id) FROM {b.table} WHERE src_row = {n} GROUP BY 1"
+        ).fetchone()
         assert got[0] == user and sorted(got[1]) == sorted(items)
     # item k of line u gets t_k of line u of the time file
     user, *times = line_of(folder / "Beauty_time.txt.gz", 1).split()
@@ -145,7 +157,9 @@ def test_s3rec_beauty_lines_and_time_alignment(con: duckdb.DuckDBPyConnection, s
     ).fetchone()
     assert (n_items, n_attrs) == (12_101, 637)
     assert con.execute(f"SELECT attributes FROM {b.items_table} WHERE item_id = '4'").fetchone()[0] == [
-        "1", "2", "3",
+        "1",
+        "2",
+        "3",
     ]
     assert any("Beauty_attribute_names.json" in n for n in b.notes)
 
@@ -198,7 +212,9 @@ def test_yoochoose(con: duckdb.DuckDBPyConnection, shared_data: Path) -> None:
     assert (n, sessions, items) == (70_278, 17_794, 2_933)
     assert con.execute(f"SELECT count(DISTINCT session_id) FROM {b.table}").fetchone()[0] == 17_794
     # line 2 is the first record (line 1 is the header); float seconds become exact ms
-    assert rows(con, b.table, "src_row = 2") == [(2, "3", "214716935", "1396437466940", "view", "3", None, None, None)]
+    assert rows(con, b.table, "src_row = 2") == [
+        (2, "3", "214716935", "1396437466940", "view", "3", None, None, None)
+    ]
     t = read_source(con, folder / "yoochoose-clicks-100k_test.txt", "yoochoose")
     assert counts(con, t)[:2] == (13_568, 3_416)
 
@@ -215,7 +231,9 @@ def test_diginetica(con: duckdb.DuckDBPyConnection, shared_data: Path) -> None:
     ).fetchone()
     assert (sessions, known) == (2_986, 1_270)
     # line 2: '1;NA;81766;526309;2016-05-09' -> 2016-05-09 UTC midnight + 526,309 ms
-    assert rows(con, b.table, "src_row = 2") == [(2, "s:1", "81766", "1462752526309", "view", "1", None, None, None)]
+    assert rows(con, b.table, "src_row = 2") == [
+        (2, "s:1", "81766", "1462752526309", "view", "1", None, None, None)
+    ]
     assert con.execute(f"SELECT count(*) FROM {b.table} WHERE timestamp IS NULL").fetchone()[0] == 0
 
 
@@ -282,15 +300,36 @@ def test_s3rec_synthetic_ordinal_and_misaligned_time(con: duckdb.DuckDBPyConnect
     b = read_source(con, seq, "s3rec")
     assert b.timestamp_unit == TimestampUnit.ORDINAL and b.items_table is None
     assert con.execute(f"SELECT user_id, item_id, timestamp FROM {b.table}").fetchall() == [
-        ("7", "1", "1"), ("7", "2", "2"), ("7", "3", "3"), ("8", "4", "1"),
+        ("7", "1", "1"),
+        ("7", "2", "2"),
+        ("7", "3", "3"),
+        ("8", "4", "1"),
     ]
     # a time line one value short leaves that event without a timestamp (cleaning rejects it)
     write(tmp_path / "a" / "Toy_time.txt", "7 100 200\n8 400\n")
     b = read_source(con, seq, "s3rec")
     assert con.execute(f"SELECT item_id, timestamp FROM {b.table}").fetchall() == [
-        ("1", "100"), ("2", "200"), ("3", None), ("4", "400"),
+        ("1", "100"),
+        ("2", "200"),
+        ("3", None),
+        ("4", "400"),
     ]
     assert any("1 line(s)" in n for n in b.notes)
+
+
+def test_s3rec_line_numbers_survive_blank_and_undecodable_lines(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    seq = tmp_path / "Odd.txt"
+    seq.write_bytes(b"\n\n1 2 3\n2 \xff\xfe 4\n\n3 5\n4 6")  # leading blanks, bad UTF-8, no final newline
+    b = read_source(con, seq, "s3rec")
+    assert con.execute(f"SELECT src_row, user_id, item_id FROM {b.table}").fetchall() == [
+        (3, "1", "2"),
+        (3, "1", "3"),
+        (6, "3", "5"),
+        (7, "4", "6"),
+    ]
+    assert rejects(con, b) == [(4, "invalid_encoding")]
 
 
 def test_sasrec_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -298,14 +337,21 @@ def test_sasrec_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> Non
     b = read_source(con, f, "sasrec")
     assert_canonical(con, b)
     assert b.timestamp_unit == TimestampUnit.ORDINAL
-    assert con.execute(f"SELECT src_row, user_id, item_id, timestamp, event_type FROM {b.table}").fetchall() == [
-        (1, "1", "5", "1", None), (2, "1", "6", "2", None), (3, "2", "5", "1", None), (5, "1", "7", "3", None),
+    assert con.execute(
+        f"SELECT src_row, user_id, item_id, timestamp, event_type FROM {b.table}"
+    ).fetchall() == [
+        (1, "1", "5", "1", None),
+        (2, "1", "6", "2", None),
+        (3, "2", "5", "1", None),
+        (5, "1", "7", "3", None),
     ]
     assert rejects(con, b) == [(6, "too_many_columns")]
 
 
 def test_taobao_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
-    f = write(tmp_path / "ub.csv.gz", "1,100,7,pv,1511544070\n1,101,7,buy,1511544080\n1,2,3,pv,4,5\n2,9,8,fav,x\n")
+    f = write(
+        tmp_path / "ub.csv.gz", "1,100,7,pv,1511544070\n1,101,7,buy,1511544080\n1,2,3,pv,4,5\n2,9,8,fav,x\n"
+    )
     b = read_source(con, f, "taobao")
     assert b.timestamp_unit == TimestampUnit.SECONDS
     assert rows(con, b.table) == [
@@ -318,8 +364,15 @@ def test_taobao_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> Non
 
 def test_otto_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     lines = [
-        json.dumps({"session": 5, "events": [{"aid": 1, "ts": 1000, "type": "clicks"},
-                                             {"aid": 2, "ts": 2000, "type": "orders"}]}),
+        json.dumps(
+            {
+                "session": 5,
+                "events": [
+                    {"aid": 1, "ts": 1000, "type": "clicks"},
+                    {"aid": 2, "ts": 2000, "type": "orders"},
+                ],
+            }
+        ),
         "{not json",
         json.dumps({"session": 6, "events": "oops"}),
         "",
@@ -345,7 +398,10 @@ def test_yoochoose_synthetic_layouts(con: duckdb.DuckDBPyConnection, tmp_path: P
         (2, "3", "214716935", "1396437466940", "view", "3", None, None, None),
         (3, "3", "2", "bad", "view", "3", None, None, None),
     ]
-    clicks = write(tmp_path / "yoochoose-clicks.dat", "1,2014-04-07T10:51:09.277Z,214536502,0\n2,2014-04-07T10:54:09.868Z,214662742,S\n")
+    clicks = write(
+        tmp_path / "yoochoose-clicks.dat",
+        "1,2014-04-07T10:51:09.277Z,214536502,0\n2,2014-04-07T10:54:09.868Z,214662742,S\n",
+    )
     b = read_source(con, clicks, "yoochoose")
     assert b.timestamp_unit == TimestampUnit.ISO
     assert rows(con, b.table) == [
@@ -374,7 +430,9 @@ def test_diginetica_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) ->
     assert_canonical(con, b)
     assert b.timestamp_unit == TimestampUnit.MILLISECONDS
     may9, may31 = 1_462_752_000_000, 1_464_652_800_000
-    assert con.execute(f"SELECT src_row, user_id, item_id, timestamp, event_type, session_id FROM {b.table}").fetchall() == [
+    assert con.execute(
+        f"SELECT src_row, user_id, item_id, timestamp, event_type, session_id FROM {b.table}"
+    ).fetchall() == [
         (2, "s:1", "10", str(may9 + 500), "view", "1"),
         (3, "42", "11", str(may9 + 1000), "view", "2"),
         (4, "s:3", "12", "not-a-date", "view", "3"),  # raw date kept: cleaning reports a bad timestamp
@@ -391,11 +449,16 @@ def test_diginetica_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) ->
 
 
 def test_movielens_synthetic_layouts(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
-    expect = [(1, "196", "242", "881250949", "review", None, None, None, None),
-              (2, "186", "302", "891717742", "review", None, None, None, None)]
+    expect = [
+        (1, "196", "242", "881250949", "review", None, None, None, None),
+        (2, "186", "302", "891717742", "review", None, None, None, None),
+    ]
     udata = write(tmp_path / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
     dat = write(tmp_path / "ratings.dat", "196::242::3::881250949\n186::302::3::891717742\n")
-    csv = write(tmp_path / "ratings.csv.gz", "userId,movieId,rating,timestamp\n196,242,3.0,881250949\n186,302,3.5,891717742\n")
+    csv = write(
+        tmp_path / "ratings.csv.gz",
+        "userId,movieId,rating,timestamp\n196,242,3.0,881250949\n186,302,3.5,891717742\n",
+    )
     for f, shift in ((udata, 0), (dat, 0), (csv, 1)):
         b = read_source(con, f, "movielens")
         assert b.timestamp_unit == TimestampUnit.SECONDS
@@ -425,4 +488,8 @@ def test_recbole_synthetic(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> No
         (4, "8", "1", "1", None, "8", None, None, None),
     ]
     with pytest.raises(ValueError, match="item_id"):
-        read_source(con, write(tmp_path / "bad.inter", "session_id:token\titem_id_list:token_seq\n1\t2 3\n"), "recbole")
+        read_source(
+            con,
+            write(tmp_path / "bad.inter", "session_id:token\titem_id_list:token_seq\n1\t2 3\n"),
+            "recbole",
+        )

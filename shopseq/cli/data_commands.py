@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.status import Status
 from rich.table import Table
 
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, kv_table, open_store
@@ -20,6 +22,11 @@ from shopseq.data.store import EventStore
 _FORMAT_HELP = "Source format: " + "; ".join(f"{name} ({info.description})" for name, info in FORMATS.items())
 
 
+def step_reporter(status: Status, label: object) -> Callable[[str], None]:
+    """Show an ingest's current step on a spinner line."""
+    return lambda step: status.update(f"{label}: {step}")
+
+
 def print_ingest_report(report: IngestReport) -> None:
     if report.skipped:
         console.print(
@@ -29,7 +36,8 @@ def print_ingest_report(report: IngestReport) -> None:
     rows = [
         ("rows read", f"{report.rows_in:,}"),
         ("accepted", f"{report.accepted:,}  ({report.users:,} users, {report.items:,} items)"),
-        ("duplicates dropped", f"{report.duplicates_in_file:,} in file · {report.duplicates_in_store:,} already stored"),
+        ("duplicates dropped",
+         f"{report.duplicates_in_file:,} in file · {report.duplicates_in_store:,} already stored"),
         ("rejected", f"{report.rejected_total:,}"),
     ]
     rows += [(f"  {reason}", f"{n:,}") for reason, n in report.rejected.items()]
@@ -53,7 +61,9 @@ def ingest(
     event_map: Annotated[
         list[str] | None, typer.Option("--event-map", "-e", help="SOURCE_NAME=TYPE, e.g. -e pv=view -e buy=purchase.")
     ] = None,
-    timestamp_unit: Annotated[TimestampUnit, typer.Option(help="Unit of numeric timestamps; auto guesses by magnitude.")] = TimestampUnit.AUTO,
+    timestamp_unit: Annotated[
+        TimestampUnit, typer.Option(help="Unit of numeric timestamps; auto guesses by magnitude.")
+    ] = TimestampUnit.AUTO,
     delimiter: Annotated[str | None, typer.Option(help="Field delimiter for csv/tsv (default , or tab).")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="The file has no header line.")] = False,
     columns: Annotated[str | None, typer.Option(help="Comma-separated column names for a file without header.")] = None,
@@ -61,9 +71,12 @@ def ingest(
     default_event_type: Annotated[
         str, typer.Option(help="Type for rows without an event type, or 'reject' to reject them.")
     ] = "view",
-    kcore: Annotated[int | None, typer.Option(help="Keep only users and items with at least K events (iterated).")] = None,
+    kcore: Annotated[
+        int | None, typer.Option(help="Keep only users and items with at least K events (iterated).")
+    ] = None,
     null_invalid_optional: Annotated[
-        bool, typer.Option("--null-invalid-optional", help="Null an unparsable price/quantity instead of rejecting the row.")
+        bool,
+        typer.Option("--null-invalid-optional", help="Null an unparsable price/quantity instead of rejecting the row."),
     ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -96,7 +109,7 @@ def ingest(
     with open_store(workspace) as store:
         for path in paths:
             with console.status(f"ingesting {path}") as status:
-                report = ingest_file(store, path, fmt, options, policy, on_step=lambda s: status.update(f"{path}: {s}"))
+                report = ingest_file(store, path, fmt, options, policy, on_step=step_reporter(status, path))
             print_ingest_report(report)
 
 

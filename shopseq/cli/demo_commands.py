@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import typer
 
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, kv_table, open_store
-from shopseq.cli.data_commands import print_ingest_report
+from shopseq.cli.data_commands import print_ingest_report, step_reporter
 from shopseq.cli.sequence_commands import SplitMethod, load_sequences, make_split
 from shopseq.data.formats.base import ColumnMapping, ReadOptions, TimestampUnit
 from shopseq.data.ingest import ingest_file
@@ -63,7 +63,7 @@ def demo(
         console.rule("2. ingest and clean")
         with console.status("ingesting") as status:
             report = ingest_file(store, events_file, "parquet", SYNTHETIC_OPTIONS,
-                                 on_step=lambda s: status.update(f"ingesting: {s}"))
+                                 on_step=step_reporter(status, "ingesting"))
         print_ingest_report(report)
         n_items = upsert_items(store, pq.read_table(shop_dir / "items.parquet"))
         console.print(f"item attributes: {n_items:,} items (category path, brand, price)")

@@ -71,10 +71,17 @@ def make_split(
 
 @friendly_errors
 def split(
-    method: Annotated[SplitMethod, typer.Option(help="time: global time split (default); loo: leave-one-out, "
-                                                "for comparison with published tables; sliding: rolling-origin folds.")] = SplitMethod.time,
-    valid_fraction: Annotated[float, typer.Option(help="time split: share of the time span used for validation.")] = 0.1,
-    test_fraction: Annotated[float, typer.Option(help="time split: share of the time span used for test.")] = 0.1,
+    method: Annotated[
+        SplitMethod,
+        typer.Option(help="time: global time split (default); loo: leave-one-out, for comparison with "
+                     "published tables; sliding: rolling-origin folds."),
+    ] = SplitMethod.time,
+    valid_fraction: Annotated[
+        float, typer.Option(help="time split: share of the events (by time) used for validation.")
+    ] = 0.1,
+    test_fraction: Annotated[
+        float, typer.Option(help="time split: share of the events (by time) used for test.")
+    ] = 0.1,
     windows: Annotated[int, typer.Option(help="sliding: number of folds.")] = 3,
     workspace: WorkspaceOpt = None,
 ) -> None:

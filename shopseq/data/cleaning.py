@@ -197,7 +197,7 @@ def kcore_mask(con: duckdb.DuckDBPyConnection, table: str, k: int, max_rounds: i
                 f"""UPDATE {table} SET reason = 'kcore_filter'
                 WHERE reason IS NULL AND {key} IN (
                     SELECT {key} FROM {table} WHERE reason IS NULL GROUP BY {key} HAVING count(*) < {k})"""
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             changed += n
         marked += changed
         if changed == 0:

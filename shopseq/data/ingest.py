@@ -111,9 +111,9 @@ def ingest_file(
     step("fingerprinting")
     fp = fingerprint(path, fmt, options, policy)
     report = IngestReport(source_file=str(path), format=fmt)
-    done = con.execute("SELECT batch_id FROM batches WHERE fingerprint = ?", [fp]).fetchone()
+    done = con.execute("SELECT batch_id FROM batches WHERE fingerprint = ?", [fp]).fetchall()
     if done:
-        report.batch_id, report.skipped = int(done[0]), True
+        report.batch_id, report.skipped = int(done[0][0]), True
         report.seconds = time.perf_counter() - started
         return report
 
@@ -163,7 +163,7 @@ def _commit_batch(
     store_empty = store.count() == 0
     con.execute("BEGIN TRANSACTION")
     try:
-        batch_id = int(con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM batches").fetchone()[0])
+        batch_id = int(con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM batches").fetchall()[0][0])
         next_seq = int(store.get_meta("next_seq") or 0)
         report.batch_id = batch_id
         if batch.rejects_table:
@@ -189,15 +189,15 @@ def _commit_batch(
         if not store_empty:
             # rows the store already holds (an overlapping file) are duplicates, not new events
             same = " AND ".join(
-                ["e.user_id = n.user_id", "e.item_id = n.item_id", "e.timestamp = n.timestamp", "e.event_type = n.event_type"]
+                [f"e.{c} = n.{c}" for c in ("user_id", "item_id", "timestamp", "event_type")]
                 + [f"e.{c} IS NOT DISTINCT FROM n.{c}" for c in _NULLABLE]
             )
             new_rows = f"SELECT n.* FROM ({new_rows}) n ANTI JOIN events e ON {same}"
-        inserted = int(con.execute(f"INSERT INTO events {new_rows}").fetchone()[0])
+        inserted = int(con.execute(f"INSERT INTO events {new_rows}").fetchall()[0][0])
         if batch.items_table:
             con.execute(f"DELETE FROM items WHERE item_id IN (SELECT item_id FROM {batch.items_table})")
             report.items_with_attributes = int(
-                con.execute(f"INSERT INTO items SELECT * FROM {batch.items_table}").fetchone()[0]
+                con.execute(f"INSERT INTO items SELECT * FROM {batch.items_table}").fetchall()[0][0]
             )
 
         counts = con.execute(
@@ -207,16 +207,14 @@ def _commit_batch(
                        (SELECT coalesce(max(src_order), -1) + 1 FROM {typed}),
                        (SELECT count(*) FROM {users}),
                        (SELECT count(DISTINCT item_id) FROM {accepted})"""
-        ).fetchone()
+        ).fetchall()[0]
         typed_rows, dup_file, distinct_rows, span, n_users, n_items = (int(c or 0) for c in counts)
         rejected = dict(
             con.execute(
                 f"SELECT reason, count(*) FROM rejects WHERE batch_id = {batch_id} GROUP BY reason ORDER BY 2 DESC"
             ).fetchall()
         )
-        parse_rejects = (
-            int(con.execute(f"SELECT count(*) FROM {batch.rejects_table}").fetchone()[0]) if batch.rejects_table else 0
-        )
+        parse_rejects = store.count(batch.rejects_table) if batch.rejects_table else 0
         report.rows_in = typed_rows + parse_rejects
         report.accepted = inserted
         report.rejected = {k: int(v) for k, v in rejected.items()}

@@ -77,7 +77,7 @@ def compute_stats(store: EventStore) -> StoreStats:
     users, items, events, sessions, tmin, tmax = con.execute(
         "SELECT count(DISTINCT user_id), count(DISTINCT item_id), count(*), count(DISTINCT session_id), "
         "min(timestamp), max(timestamp) FROM events"
-    ).fetchone()
+    ).fetchall()[0]
     per_type = dict(con.execute("SELECT event_type, count(*) FROM events GROUP BY 1").fetchall())
     lengths = None
     if events:
@@ -85,7 +85,7 @@ def compute_stats(store: EventStore) -> StoreStats:
             """SELECT min(n), quantile_cont(n, 0.25), median(n), avg(n), quantile_cont(n, 0.75),
                       quantile_cont(n, 0.95), max(n)
                FROM (SELECT count(*) AS n FROM events GROUP BY user_id)"""
-        ).fetchone()
+        ).fetchall()[0]
         lengths = LengthDistribution(
             min=row[0], p25=row[1], median=row[2], mean=row[3], p75=row[4], p95=row[5], max=row[6]
         )

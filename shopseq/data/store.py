@@ -72,7 +72,9 @@ class EventStore:
     def __enter__(self) -> EventStore:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -95,8 +97,8 @@ class EventStore:
             )
 
     def get_meta(self, key: str) -> str | None:
-        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
@@ -115,13 +117,13 @@ class EventStore:
 
     # -- reading ----------------------------------------------------------------------------
     def count(self, table: str = "events") -> int:
-        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
     def has_ordinal_time(self) -> bool:
         row = self.con.execute(
             "SELECT count(*) FROM batches WHERE timestamp_unit = 'ordinal' AND accepted > 0"
-        ).fetchone()
-        return bool(row[0])
+        ).fetchall()
+        return bool(row[0][0])
 
     def rejects(self, batch_id: int | None = None, limit: int | None = None) -> pa.Table:
         where = f"WHERE batch_id = {int(batch_id)}" if batch_id is not None else ""
@@ -179,7 +181,7 @@ class EventStore:
         pseudonym = user_id if already_pseudonymised else self.key.pseudonymise(user_id)
         self.con.execute("BEGIN TRANSACTION")
         try:
-            deleted = self.con.execute("DELETE FROM events WHERE user_id = ?", [pseudonym]).fetchone()[0]
+            deleted = self.con.execute("DELETE FROM events WHERE user_id = ?", [pseudonym]).fetchall()[0][0]
             # rejected rows keep pseudonyms in their raw JSON: drop those of this user too
             self.con.execute(
                 "DELETE FROM rejects WHERE json_valid(raw) AND json_extract_string(raw, '$.user_id') = ?",
@@ -212,7 +214,7 @@ def upsert_items(store: EventStore, items: pa.Table) -> int:
     try:
         con.execute("BEGIN TRANSACTION")
         con.execute("DELETE FROM items WHERE item_id IN (SELECT CAST(item_id AS VARCHAR) FROM _items_in)")
-        n = con.execute(f"INSERT INTO items SELECT {select} FROM _items_in").fetchone()[0]
+        n = con.execute(f"INSERT INTO items SELECT {select} FROM _items_in").fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -312,9 +312,11 @@ def generate_chunk(config: SyntheticShopConfig, cat: Catalogue, plan: CampaignPl
     first = cons[ko][np.r_[True, key[ko][1:] != key[ko][:-1]]] if len(ko) else cons
     r_user, r_item, r_ts, r_qty = p_user[first], p_item[first], p_ts[first], p_qty[first]
     interval = cat.item_interval_days[r_item] * DAY_MS
-    rs_user, rs_item, rs_ts, rs_qty = [], [], [], []
+    rs_user: list[np.ndarray] = []
+    rs_item: list[np.ndarray] = []
+    rs_ts: list[np.ndarray] = []
     n_restock = 0
-    for _ in range(int(config.days / 5) + 1):
+    for _ in range(int(config.days / 4) + 2):  # intervals are >= 5 days, jitter aside
         alive = rng.random(len(r_user)) < types["restock_keep"][utype[r_user]]
         r_ts = r_ts + (interval * rng.lognormal(0.0, 0.12, len(r_user))).astype(np.int64)
         alive &= r_ts < t1

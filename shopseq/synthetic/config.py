@@ -89,8 +89,8 @@ class SyntheticShopConfig(BaseModel):
 
     ``scale`` grows the shop without touching the other numbers: users scale linearly (so events do),
     items and brands with the square root (catalogues grow slower than audiences). The default
-    (scale 1) gives roughly 300k events; scale 40 about 10M, scale 400 about 100M (stream those
-    with ``generate_to_parquet``).
+    (scale 1) gives about 340k events (17 per user); scale 30 about 10M, scale 300 about 100M (stream
+    those with ``generate_to_parquet``). ``for_events(n)`` picks the scale for you.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,7 +104,7 @@ class SyntheticShopConfig(BaseModel):
     seed: int = Field(0, ge=0)
     scale: float = Field(1.0, gt=0)
 
-    mean_sessions_per_user: float = Field(3.0, gt=0)
+    mean_sessions_per_user: float = Field(3.0, gt=0, description="organic visits over the whole log")
     max_sessions_per_user: int = Field(60, ge=1)
     max_views_per_session: int = Field(40, ge=1)
     activity_sigma: float = Field(0.7, ge=0, description="log-normal spread of user activity")

@@ -349,22 +349,29 @@ _TABLE_FILES = ("items", "users", "campaigns", "campaign_responses", "item_truth
 
 
 def _clear_event_files(folder: Path) -> None:
-    # Stale event parts from an earlier, bigger run would silently join the new data set.
-    for old in folder.glob("events-*.parquet"):
-        old.unlink()
+    # Stale event files from an earlier, bigger run would silently join the new data set.
+    for old in [*folder.glob("events-*.parquet"), folder / "events.parquet"]:
+        old.unlink(missing_ok=True)
 
 
-def write_shop(shop: SyntheticShop, folder: str | Path, rows_per_file: int = 5_000_000) -> dict[str, Any]:
-    """Write every table as Parquet (events as ``events-00000.parquet``, ...) plus ``truth.json``.
-    Returns the manifest written to ``truth.json``."""
+def write_shop(shop: SyntheticShop, folder: str | Path, rows_per_file: int | None = None) -> dict[str, Any]:
+    """Write every table as Parquet plus ``truth.json``; returns the manifest written there.
+
+    Events go to one ``events.parquet``, or with ``rows_per_file`` to parts ``events-00000.parquet``, ...
+    (the manifest's ``files.events`` lists them either way). Earlier event files in ``folder`` are removed.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _clear_event_files(folder)
-    event_files = []
-    for i, offset in enumerate(range(0, max(shop.events.num_rows, 1), rows_per_file)):
-        name = f"events-{i:05d}.parquet"
-        pq.write_table(shop.events.slice(offset, rows_per_file), folder / name)
-        event_files.append(name)
+    if rows_per_file is None:
+        pq.write_table(shop.events, folder / "events.parquet")
+        event_files = ["events.parquet"]
+    else:
+        event_files = []
+        for i, offset in enumerate(range(0, max(shop.events.num_rows, 1), rows_per_file)):
+            name = f"events-{i:05d}.parquet"
+            pq.write_table(shop.events.slice(offset, rows_per_file), folder / name)
+            event_files.append(name)
     for name in _TABLE_FILES:
         pq.write_table(getattr(shop, name), folder / f"{name}.parquet")
     truth = {**shop.truth, "files": _files(event_files)}
@@ -378,9 +385,10 @@ def _files(event_files: list[str]) -> dict[str, Any]:
 
 def generate_to_parquet(config: SyntheticShopConfig, folder: str | Path, chunk_users: int | None = None,
                         progress: bool = False) -> dict[str, Any]:
-    """Stream a shop of any size to ``folder``: one ``events-NNNNN.parquet`` per user chunk, users and
-    campaign responses appended chunk by chunk. Memory stays at one chunk (~1 GiB per 1M events).
-    Same files as ``write_shop(generate_shop(config))`` when ``chunk_users`` is left as in the config."""
+    """Stream a shop of any size to ``folder``: one ``events-NNNNN.parquet`` per user chunk (each sorted
+    by user and time, parts in user order), users and campaign responses appended chunk by chunk.
+    Memory stays at about one chunk. The events equal ``generate_shop(config).events`` when
+    ``chunk_users`` is left as in the config; returns the manifest written to ``truth.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _clear_event_files(folder)

@@ -49,18 +49,26 @@ _ENTRIES = (
     FormatInfo("jsonl", _generic("jsonl"), "JSON lines, one event object per line, with a key mapping", True),
     FormatInfo("parquet", _generic("parquet"), "Parquet with native column types and a column mapping", True),
     FormatInfo(
-        "s3rec", read_s3rec,
+        "s3rec",
+        read_s3rec,
         "Amazon S3-Rec '<Name>.txt[.gz]' (user item item ...); uses <Name>_time / _item2attributes siblings",
     ),
     FormatInfo("sasrec", read_sasrec, "SASRec 'user item' lines in time order (ordinal timestamps)"),
-    FormatInfo("taobao", read_taobao, "Taobao UserBehavior CSV user,item,category,behavior,ts (pv/cart/fav/buy)"),
     FormatInfo(
-        "yoochoose", read_yoochoose,
+        "taobao", read_taobao, "Taobao UserBehavior CSV user,item,category,behavior,ts (pv/cart/fav/buy)"
+    ),
+    FormatInfo(
+        "yoochoose",
+        read_yoochoose,
         "YOOCHOOSE clicks: session-rec TSV 'SessionId ItemId Time' or raw clicks/buys .dat",
     ),
-    FormatInfo("diginetica", read_diginetica, "DIGINETICA ';'-CSV item views or purchases (date + ms offset)"),
+    FormatInfo(
+        "diginetica", read_diginetica, "DIGINETICA ';'-CSV item views or purchases (date + ms offset)"
+    ),
     FormatInfo("otto", read_otto, "OTTO JSON-lines sessions {session, events: [{aid, ts, type}]}"),
-    FormatInfo("movielens", read_movielens, "MovieLens ratings: u.data, ratings.csv or ratings.dat (as reviews)"),
+    FormatInfo(
+        "movielens", read_movielens, "MovieLens ratings: u.data, ratings.csv or ratings.dat (as reviews)"
+    ),
     FormatInfo("recbole", read_recbole, "RecBole atomic .inter TSV with 'name:type' header"),
 )
 

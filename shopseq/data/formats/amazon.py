@@ -17,7 +17,8 @@ from pathlib import Path
 import duckdb
 
 from shopseq.data.formats.base import RawBatch, ReadOptions, TimestampUnit, sql_str, temp_name
-from shopseq.data.formats.sasrec import derive, read_lines
+from shopseq.data.formats.generic import read_lines
+from shopseq.data.formats.shared import derive
 
 
 def _stem(path: Path) -> str:
@@ -84,9 +85,10 @@ def read_s3rec(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions)
         unit = TimestampUnit.SECONDS
         ts_expr = "ts"
         bad_lines = con.execute(
-            f"SELECT count(DISTINCT src_row) FROM {source} WHERE ts IS NULL OR t_user IS DISTINCT FROM user_id"
-        ).fetchone()[0]
-        n_rej = con.execute(f"SELECT count(*) FROM {times_rej}").fetchone()[0]
+            f"SELECT count(DISTINCT src_row) FROM {source} "
+            "WHERE ts IS NULL OR t_user IS DISTINCT FROM user_id"
+        ).fetchall()[0][0]
+        n_rej = con.execute(f"SELECT count(*) FROM {times_rej}").fetchall()[0][0]
         notes.append(f"timestamps from {time_file.name} (Unix seconds, day granularity)")
         if bad_lines or n_rej:
             # Misaligned events keep a NULL timestamp, so cleaning rejects them with their line.
@@ -118,7 +120,7 @@ def read_s3rec(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions)
         if names is not None:
             n_names = con.execute(
                 f"SELECT len(json_keys(content)) FROM read_text({sql_str(names)})"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             notes.append(f"names for {n_names} attribute ids in {names.name} (ids kept in items_table)")
     batch.notes.extend(notes)
     return batch

@@ -27,6 +27,8 @@ from shopseq.data.formats.base import (
 )
 
 _CHUNK = 16 << 20
+# Never present in real text: the CSV scanner hands back each whole line as one column.
+_LINE_DELIMITER = "\x1f"
 
 
 def blank_lines(path: Path) -> np.ndarray:
@@ -54,19 +56,19 @@ def blank_lines(path: Path) -> np.ndarray:
 
 def _attach_line_numbers(
     con: duckdb.DuckDBPyConnection, numbered: str, skipped: np.ndarray, header_lines: int
-) -> str:
-    """Name of a view over ``numbered`` (which has ``rec``, 1-based) that adds ``src_row``.
+) -> tuple[str, str]:
+    """A view over ``numbered`` (which has ``rec``, 1-based) that adds ``src_row``, and the helper
+    table it reads (the caller drops both when done).
 
     ``skipped``: physical line numbers that produced no record. For sorted skipped data lines
     s_0 < s_1 < ..., record k lands after s_i exactly when s_i - i <= k, so its line is
     header_lines + k + #{i : s_i - i <= k}.
     """
-    view = temp_name("lined")
+    view, steps = temp_name("lined"), temp_name("steps")
     data_lines = np.unique(skipped[skipped > header_lines]) - header_lines
     if len(data_lines) == 0:
         con.execute(f"CREATE TEMP VIEW {view} AS SELECT rec + {header_lines} AS src_row, * FROM {numbered}")
-        return view
-    steps = temp_name("steps")
+        return view, steps
     adj = data_lines - np.arange(len(data_lines))
     # runs of adjacent skipped lines share one adj value: keep the count at the end of each run
     last_of_run = np.r_[adj[1:] != adj[:-1], True]
@@ -79,7 +81,7 @@ def _attach_line_numbers(
         SELECT r.rec + {header_lines} + coalesce(s.n, 0) AS src_row, r.*
         FROM {numbered} r ASOF LEFT JOIN {steps} s ON r.rec >= s.adj"""
     )
-    return view
+    return view, steps
 
 
 def _csv_rejects(con: duckdb.DuckDBPyConnection, rejects: str, target: str) -> np.ndarray:
@@ -126,16 +128,47 @@ def read_delimited(
     parse_lines = _csv_rejects(con, rejects, parse_rej)
     con.execute(f"DROP TABLE IF EXISTS {rejects}; DROP TABLE IF EXISTS {scan}")
     header_lines = 1 if options.header else 0
-    skipped = np.concatenate([parse_lines, blank_lines(path)])
-    lined = _attach_line_numbers(con, numbered, skipped, header_lines)
     columns = [c for c in _columns(con, numbered) if c != "rec"]
+    one_column = len(columns) == 1
+    # DuckDB skips blank lines, except in a one-column file, where they come back as NULL records
+    skipped = parse_lines if one_column else np.concatenate([parse_lines, blank_lines(path)])
+    lined, steps = _attach_line_numbers(con, numbered, skipped, header_lines)
+    not_blank = f" WHERE {ident(columns[0])} IS NOT NULL" if one_column else ""
     table = temp_name("raw")
     # the ASOF join may reorder rows; table order is the tie-break order (``seq``) downstream
     con.execute(
-        f"CREATE TEMP TABLE {table} AS {canonical_select(options.mapping, columns, lined)} ORDER BY src_row"
+        f"CREATE TEMP TABLE {table} AS {canonical_select(options.mapping, columns, lined)}{not_blank} "
+        "ORDER BY src_row"
     )
-    con.execute(f"DROP VIEW {lined}; DROP TABLE {numbered}")
+    con.execute(f"DROP VIEW {lined}; DROP TABLE {numbered}; DROP TABLE IF EXISTS {steps}")
     return RawBatch(str(path), table, options.timestamp_unit, rejects_table=parse_rej)
+
+
+def read_lines(con: duckdb.DuckDBPyConnection, path: Path, encoding: str = "utf-8") -> tuple[str, str]:
+    """Temp tables ``(src_row, line)`` of the non-blank lines and ``rejects`` of unreadable ones.
+
+    With a single column DuckDB returns inner blank lines as NULL records but (when sniffing)
+    drops leading ones, so the generic blank-line correction does not fit here. Sniffing is
+    switched off instead: then every physical line is one record, and only lines the parser
+    rejects (invalid encoding) need the line-number correction.
+    """
+    numbered, rejects, scan, parse_rej = (temp_name(p) for p in ("lnum", "lrej", "lscan", "lparse_rej"))
+    con.execute(
+        f"""CREATE TEMP TABLE {numbered} AS SELECT row_number() OVER () AS rec, line
+        FROM read_csv({sql_str(path)}, columns={{'line': 'VARCHAR'}}, header=false, auto_detect=false,
+                      skip=0, delim={sql_str(_LINE_DELIMITER)}, quote='', escape='', store_rejects=true,
+                      rejects_table={sql_str(rejects)}, rejects_scan={sql_str(scan)},
+                      encoding={sql_str(encoding)})"""
+    )
+    lined, steps = _attach_line_numbers(con, numbered, _csv_rejects(con, rejects, parse_rej), 0)
+    table = temp_name("lines")
+    con.execute(
+        f"CREATE TEMP TABLE {table} AS "
+        f"SELECT src_row, line FROM {lined} WHERE trim(line) <> '' ORDER BY src_row"
+    )
+    con.execute(f"DROP VIEW {lined}; DROP TABLE {numbered}; DROP TABLE {rejects}; DROP TABLE {scan}")
+    con.execute(f"DROP TABLE IF EXISTS {steps}")
+    return table, parse_rej
 
 
 def read_jsonl(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions) -> RawBatch:
@@ -144,22 +177,7 @@ def read_jsonl(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions)
     Lines are read as text first so that a malformed line is rejected with its number instead of
     failing the whole file.
     """
-    lines_tbl = temp_name("jsonl")
-    numbered, rejects, scan, parse_rej = (temp_name(p) for p in ("jnum", "jrej", "jscan", "jparse_rej"))
-    con.execute(
-        f"""CREATE TEMP TABLE {numbered} AS SELECT row_number() OVER () AS rec, line
-        FROM read_csv({sql_str(path)}, columns={{'line': 'VARCHAR'}}, header=false, delim='\\x1f',
-                      quote='', escape='', store_rejects=true, rejects_table={sql_str(rejects)},
-                      rejects_scan={sql_str(scan)}, encoding={sql_str(options.encoding)})"""
-    )
-    parse_lines = _csv_rejects(con, rejects, parse_rej)
-    # a one-column read returns blank lines as NULL rows, so only parser rejects are skipped lines
-    lined = _attach_line_numbers(con, numbered, parse_lines, 0)
-    con.execute(
-        f"CREATE TEMP TABLE {lines_tbl} AS SELECT src_row, line FROM {lined} "
-        "WHERE nullif(trim(line), '') IS NOT NULL ORDER BY src_row"
-    )
-    con.execute(f"DROP VIEW {lined}; DROP TABLE {numbered}; DROP TABLE {rejects}; DROP TABLE {scan}")
+    lines_tbl, parse_rej = read_lines(con, path, options.encoding)
     con.execute(
         f"""INSERT INTO {parse_rej}
         SELECT src_row, 'malformed_json', NULL, line FROM {lines_tbl}
@@ -175,7 +193,7 @@ def read_jsonl(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions)
     table = temp_name("raw")
     con.execute(
         f"""CREATE TEMP TABLE {table} AS SELECT src_row, {', '.join(fields)} FROM {lines_tbl}
-        WHERE coalesce(json_valid(line), false) AND json_type(line) = 'OBJECT'"""
+        WHERE coalesce(json_valid(line), false) AND json_type(line) = 'OBJECT' ORDER BY src_row"""
     )
     con.execute(f"DROP TABLE {lines_tbl}")
     return RawBatch(str(path), table, options.timestamp_unit, rejects_table=parse_rej)
@@ -217,5 +235,6 @@ __all__ = [
     "read_delimited",
     "read_generic",
     "read_jsonl",
+    "read_lines",
     "read_parquet",
 ]

@@ -17,7 +17,7 @@ import duckdb
 
 from shopseq.data.formats.base import ColumnMapping, RawBatch, ReadOptions, TimestampUnit
 from shopseq.data.formats.generic import read_delimited
-from shopseq.data.formats.sasrec import first_line, header_columns, pick
+from shopseq.data.formats.shared import first_line, header_columns, pick
 
 _NAMES = ["user_id", "item_id", "rating", "timestamp"]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 
 from shopseq.data.formats.base import RawBatch, ReadOptions, TimestampUnit, temp_name
-from shopseq.data.formats.sasrec import derive, read_lines
+from shopseq.data.formats.generic import read_lines
+from shopseq.data.formats.shared import derive
 
 _EVENT_SHAPE = '[{"aid": "VARCHAR", "ts": "VARCHAR", "type": "VARCHAR"}]'
 
@@ -31,11 +32,10 @@ def read_otto(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions) 
     # Malformed lines, and sessions whose events would vanish in the unnest, become rejects.
     con.execute(
         f"""INSERT INTO {rejects}
-        SELECT src_row,
-               CASE WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN 'malformed_json' ELSE 'missing_columns' END,
-               CASE WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN NULL ELSE 'events' END,
-               line
-        FROM {parsed} WHERE j IS NULL OR json_type(j) <> 'OBJECT' OR events IS NULL"""
+        SELECT src_row, CASE WHEN bad THEN 'malformed_json' ELSE 'missing_columns' END,
+               CASE WHEN bad THEN NULL ELSE 'events' END, line
+        FROM (SELECT *, j IS NULL OR json_type(j) <> 'OBJECT' AS bad FROM {parsed})
+        WHERE bad OR events IS NULL"""
     )
     con.execute(f"DROP TABLE {lines}")
     source = f"""(SELECT src_row, session, unnest(evs) AS e, unnest(range(len(evs))) AS pos

@@ -16,7 +16,7 @@ import duckdb
 
 from shopseq.data.formats.base import ColumnMapping, RawBatch, ReadOptions, TimestampUnit
 from shopseq.data.formats.generic import read_delimited
-from shopseq.data.formats.sasrec import derive, first_line, seconds_to_ms
+from shopseq.data.formats.shared import derive, first_line, seconds_to_ms
 
 
 def read_recbole(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOptions) -> RawBatch:
@@ -35,7 +35,11 @@ def read_recbole(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOption
         path,
         ReadOptions(
             mapping=ColumnMapping(
-                user_id=user, item_id=item, timestamp=ts, event_type=None, session_id=by_name.get("session_id")
+                user_id=user,
+                item_id=item,
+                timestamp=ts,
+                event_type=None,
+                session_id=by_name.get("session_id"),
             ),
             header=True,
             delimiter="\t",

@@ -17,7 +17,7 @@ import duckdb
 
 from shopseq.data.formats.base import ColumnMapping, RawBatch, ReadOptions, TimestampUnit
 from shopseq.data.formats.generic import read_delimited
-from shopseq.data.formats.sasrec import derive, first_line, header_columns, pick, seconds_to_ms
+from shopseq.data.formats.shared import derive, first_line, header_columns, pick, seconds_to_ms
 
 _CLICKS = ["session_id", "timestamp", "item_id", "category"]
 _BUYS = ["session_id", "timestamp", "item_id", "price", "quantity"]
@@ -49,7 +49,9 @@ def read_yoochoose(con: duckdb.DuckDBPyConnection, path: Path, options: ReadOpti
     )
     if names is _BUYS:
         event = "purchase"
-        raw.notes.append("raw yoochoose-buys layout (ISO time); price/quantity 0 mean unknown in this dataset")
+        raw.notes.append(
+            "raw yoochoose-buys layout (ISO time); price/quantity 0 mean unknown in this dataset"
+        )
     else:
         event = "view"
         raw.notes.append("raw yoochoose-clicks layout (ISO time); category 'S' is a special offer, '0' none")
