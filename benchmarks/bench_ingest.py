@@ -24,7 +24,6 @@ import duckdb
 from shopseq.benchmarking import BenchRecord, append_record, write_markdown
 from shopseq.synthetic import SyntheticShopConfig, generate_to_parquet
 
-DEFAULT_EVENTS_PER_SCALE = 300_000  # the default synthetic shop (scale 1) is about this size
 
 
 def prepare(events: int, data: Path, seed: int) -> Path:
@@ -33,7 +32,7 @@ def prepare(events: int, data: Path, seed: int) -> Path:
         return merged
     parts = data / f"parts-{events}-seed{seed}"
     shutil.rmtree(parts, ignore_errors=True)
-    config = SyntheticShopConfig(scale=events / DEFAULT_EVENTS_PER_SCALE, seed=seed)
+    config = SyntheticShopConfig.for_events(events, seed=seed)
     started = time.perf_counter()
     generate_to_parquet(config, parts)
     print(f"generated in {time.perf_counter() - started:.1f} s", file=sys.stderr)

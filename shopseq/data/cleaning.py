@@ -117,8 +117,15 @@ def typed_table(
     unit: TimestampUnit,
     policy: CleaningPolicy,
     now_ms: int | None = None,
+    order_column: str = "rowid",
+    materialize: bool = True,
 ) -> None:
-    """Coerce ``raw_table`` into ``out_table`` with one ``reason``/``field`` per row (NULL = valid)."""
+    """Coerce ``raw_table`` into ``out_table`` with one ``reason`` per row (NULL = valid).
+
+    ``materialize=False`` makes ``out_table`` a view: every reader then streams from the source
+    again, which for large Parquet files beats copying it into memory (and spilling) once.
+    ``src_order`` is the row's position in the source (``order_column`` of the raw table).
+    """
     types = _column_types(con, raw_table)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     alias_rows = ", ".join(
@@ -134,10 +141,10 @@ def typed_table(
     # an optional field that fails coercion either rejects the row or is nulled, by policy
     strict = policy.invalid_optional == "reject"
     con.execute(
-        f"""CREATE TEMP TABLE {out_table} AS
+        f"""CREATE TEMP {'TABLE' if materialize else 'VIEW'} {out_table} AS
         WITH aliases(name, code) AS (VALUES {alias_rows}),
         coerced AS (
-            SELECT r.rowid AS src_order, r.src_row,
+            SELECT r.{order_column} AS src_order, r.src_row,
                 {_text("r.user_id", types["user_id"])} AS user_raw,
                 {_text("r.item_id", types["item_id"])} AS item_id,
                 {_text("r.timestamp", types["timestamp"])} AS ts_text,

@@ -120,20 +120,25 @@ def ingest_file(
     step("reading")
     batch = read_source(con, path, fmt, options)
     typed = temp_name("typed")
+    # k-core needs to update rows in place; otherwise the cleaned rows stay a view over the source
+    materialize = bool(policy.kcore) or not batch.table_is_view
     try:
         step("cleaning")
-        typed_table(con, batch.table, typed, batch.timestamp_unit, policy)
+        typed_table(con, batch.table, typed, batch.timestamp_unit, policy,
+                    order_column=batch.order_column, materialize=materialize)
         if policy.kcore:
             step(f"{policy.kcore}-core filtering")
             kcore_mask(con, typed, policy.kcore)
-        step("writing")
-        _commit_batch(store, batch, typed, fmt, fp, pseudonymised, report)
+        _commit_batch(store, batch, typed, fmt, fp, pseudonymised, report, step)
     finally:
+        con.execute(f"DROP {'TABLE' if materialize else 'VIEW'} IF EXISTS {typed}")
         batch.drop(con)
-        con.execute(f"DROP TABLE IF EXISTS {typed}")
     report.seconds = time.perf_counter() - started
     con.execute("UPDATE batches SET seconds = ? WHERE batch_id = ?", [report.seconds, report.batch_id])
     return report
+
+
+_ROW_KEY = ("user_raw", "item_id", "timestamp", "event_type", "session_id", "category", "price", "quantity")
 
 
 def _commit_batch(
@@ -144,23 +149,49 @@ def _commit_batch(
     fp: str,
     pseudonymised: bool,
     report: IngestReport,
+    step: Callable[[str], None],
 ) -> None:
+    """Write one cleaned batch. Streams over ``typed`` a few times instead of materialising it:
+    (1) users and row counts, (2) exact duplicates via a 64-bit row hash (only colliding rows are
+    compared in full), then inside the transaction (3) rejects and (4) the insert."""
     con = store.con
 
     def pseudo(column: str) -> str:
         return column if pseudonymised else store.key.sql_expr(column)
 
-    accepted, users = temp_name("accepted"), temp_name("users")
-    # exact duplicates inside the file collapse to their first row (a hash aggregate, no sort)
+    users, dup_keys, drop = temp_name("users"), temp_name("dupkeys"), temp_name("drop")
+    key = ", ".join(_ROW_KEY)
+    step("pseudonymising users")
     con.execute(
-        f"""CREATE TEMP TABLE {accepted} AS
-        SELECT user_raw, item_id, timestamp, event_type, session_id, category, price, quantity,
-               min(src_order) AS src_order, count(*) AS copies
-        FROM {typed} WHERE reason IS NULL GROUP BY ALL"""
+        f"""CREATE TEMP TABLE {users} AS
+        SELECT user_raw, {pseudo("user_raw")} AS user_id, n_valid, n_rejected, last_order FROM (
+            SELECT user_raw, count(*) FILTER (WHERE reason IS NULL) AS n_valid,
+                   count(*) FILTER (WHERE reason IS NOT NULL) AS n_rejected, max(src_order) AS last_order
+            FROM {typed} GROUP BY user_raw)"""
     )
-    con.execute(f"CREATE TEMP TABLE {users} AS SELECT user_raw, {pseudo('user_raw')} AS user_id "
-        f"FROM (SELECT DISTINCT user_raw FROM {accepted})")
+    typed_rows, valid_rows, n_rejected, n_users, span = (
+        int(v or 0) for v in con.execute(
+            f"""SELECT sum(n_valid + n_rejected), sum(n_valid), sum(n_rejected),
+                       count(*) FILTER (WHERE n_valid > 0), coalesce(max(last_order), -1) + 1 FROM {users}"""
+        ).fetchall()[0]
+    )
+    step("finding duplicates")
+    con.execute(
+        f"""CREATE TEMP TABLE {dup_keys} AS SELECT hash({key}) AS h FROM {typed}
+        WHERE reason IS NULL GROUP BY h HAVING count(*) > 1"""
+    )
+    dup_file = 0
+    if store.count(dup_keys):
+        # rows equal in every field to an earlier row (hash collisions are told apart here)
+        con.execute(
+            f"""CREATE TEMP TABLE {drop} AS SELECT src_order FROM (
+                SELECT src_order, row_number() OVER (PARTITION BY {key} ORDER BY src_order) AS copy
+                FROM {typed} WHERE reason IS NULL AND hash({key}) IN (SELECT h FROM {dup_keys}))
+            WHERE copy > 1"""
+        )
+        dup_file = store.count(drop)
     store_empty = store.count() == 0
+    step("writing")
     con.execute("BEGIN TRANSACTION")
     try:
         batch_id = int(con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM batches").fetchall()[0][0])
@@ -171,21 +202,23 @@ def _commit_batch(
                 f"""INSERT INTO rejects SELECT {batch_id}, {sql_str(batch.source_file)}, src_row, reason,
                     field, raw FROM {batch.rejects_table}"""
             )
-        fields_case = " ".join(f"WHEN '{r}' THEN '{f}'" for r, f in REASON_FIELDS.items())
-        # the rejected row's values as read, with the user id pseudonymised like everything else
-        con.execute(
-            f"""INSERT INTO rejects
-            SELECT {batch_id}, {sql_str(batch.source_file)}, t.src_row, t.reason,
-                   CASE t.reason {fields_case} END,
-                   to_json({{user_id: {pseudo('t.user_raw')},
-                             item_id: t.item_id, timestamp: t.ts_text, event_type: t.et_text,
-                             session_id: t.session_id, category: t.category, price: t.price_text,
-                             quantity: t.qty_text}})::VARCHAR
-            FROM {typed} t WHERE t.reason IS NOT NULL"""
-        )
-        new_rows = f"""SELECT u.user_id, a.item_id, a.timestamp, a.event_type, a.session_id, a.category,
-                   a.price, a.quantity, {next_seq} + a.src_order AS seq, {batch_id} AS batch_id
-            FROM {accepted} a JOIN {users} u USING (user_raw)"""
+        if n_rejected:
+            fields_case = " ".join(f"WHEN '{r}' THEN '{f}'" for r, f in REASON_FIELDS.items())
+            # the rejected row's values as read, with the user id pseudonymised like everything else
+            con.execute(
+                f"""INSERT INTO rejects
+                SELECT {batch_id}, {sql_str(batch.source_file)}, t.src_row, t.reason,
+                       CASE t.reason {fields_case} END,
+                       to_json({{user_id: {pseudo("t.user_raw")},
+                                 item_id: t.item_id, timestamp: t.ts_text, event_type: t.et_text,
+                                 session_id: t.session_id, category: t.category, price: t.price_text,
+                                 quantity: t.qty_text}})::VARCHAR
+                FROM {typed} t WHERE t.reason IS NOT NULL"""
+            )
+        new_rows = f"""SELECT u.user_id, t.item_id, t.timestamp, t.event_type, t.session_id, t.category,
+                   t.price, t.quantity, {next_seq} + t.src_order AS seq, {batch_id} AS batch_id
+            FROM {typed} t JOIN {users} u ON t.user_raw = u.user_raw
+            WHERE t.reason IS NULL{f" AND t.src_order NOT IN (SELECT src_order FROM {drop})" if dup_file else ""}"""
         if not store_empty:
             # rows the store already holds (an overlapping file) are duplicates, not new events
             same = " AND ".join(
@@ -199,16 +232,6 @@ def _commit_batch(
             report.items_with_attributes = int(
                 con.execute(f"INSERT INTO items SELECT * FROM {batch.items_table}").fetchall()[0][0]
             )
-
-        counts = con.execute(
-            f"""SELECT (SELECT count(*) FROM {typed}),
-                       (SELECT sum(copies - 1) FROM {accepted}),
-                       (SELECT count(*) FROM {accepted}),
-                       (SELECT coalesce(max(src_order), -1) + 1 FROM {typed}),
-                       (SELECT count(*) FROM {users}),
-                       (SELECT count(DISTINCT item_id) FROM {accepted})"""
-        ).fetchall()[0]
-        typed_rows, dup_file, distinct_rows, span, n_users, n_items = (int(c or 0) for c in counts)
         rejected = dict(
             con.execute(
                 f"SELECT reason, count(*) FROM rejects WHERE batch_id = {batch_id} GROUP BY reason ORDER BY 2 DESC"
@@ -219,8 +242,10 @@ def _commit_batch(
         report.accepted = inserted
         report.rejected = {k: int(v) for k, v in rejected.items()}
         report.duplicates_in_file = dup_file
-        report.duplicates_in_store = distinct_rows - inserted
-        report.users, report.items = n_users, n_items
+        report.duplicates_in_store = valid_rows - dup_file - inserted
+        report.users = n_users
+        report.items = int(con.execute(
+            f"SELECT count(DISTINCT item_id) FROM events WHERE batch_id = {batch_id}").fetchall()[0][0])
         con.execute(
             "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, now())",
             [batch_id, batch.source_file, fmt, fp, report.rows_in, report.accepted, report.rejected_total,
@@ -235,7 +260,8 @@ def _commit_batch(
         con.execute("ROLLBACK")
         raise
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {accepted}; DROP TABLE IF EXISTS {users}")
+        for name in (users, dup_keys, drop):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
     if rejects_tmp is not None:
         final = store.rejects_file(batch_id)
         os.replace(rejects_tmp, final)

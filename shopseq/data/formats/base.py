@@ -100,9 +100,14 @@ class RawBatch:
     rejects_table: str | None = None
     items_table: str | None = None
     notes: list[str] = field(default_factory=list)
+    # ``table`` may be a view straight over the file (Parquet: no copy); its rows are then ordered
+    # by ``order_column`` instead of by their position in a table (``rowid``)
+    table_is_view: bool = False
+    order_column: str = "rowid"
 
     def drop(self, con: duckdb.DuckDBPyConnection) -> None:
-        for name in (self.table, self.rejects_table, self.items_table):
+        con.execute(f"DROP {'VIEW' if self.table_is_view else 'TABLE'} IF EXISTS {self.table}")
+        for name in (self.rejects_table, self.items_table):
             if name:
                 con.execute(f"DROP TABLE IF EXISTS {name}")
 

@@ -1,0 +1,207 @@
+"""What the neural sequence models share: the transformer block, the torch-module contract the
+trainer uses, and ``NeuralRecommender`` (the ``Recommender`` wrapper around a torch module).
+
+Inside the modules sequences are LEFT-aligned (position 0 = oldest event of the window, zeros
+after the end), so a causal model needs no padding mask at all (padding only ever follows real
+events) and learned positions count from the start of the window, the same in training and at
+inference. ``Histories`` arrive right-aligned and are re-aligned by one gather.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from shopseq.data.sequences import Sequences
+from shopseq.data.splits import EvalSet
+from shopseq.models.base import Histories, ModelConfig, Recommender
+from shopseq.training.batching import Batch, LengthBatcher
+from shopseq.training.config import TrainConfig
+from shopseq.training.trainer import Trainer
+
+__all__ = ["NeuralConfig", "NeuralRecommender", "SequenceModule", "TransformerBlock", "left_align"]
+
+
+class NeuralConfig(ModelConfig):
+    hidden: int = Field(64, ge=1)
+    max_len: int = Field(50, ge=1, description="most recent events the model reads")
+    dropout: float = Field(0.2, ge=0, lt=1)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def left_align(items: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-aligned (B, W) histories -> left-aligned (B, <= max_len) of the last ``max_len`` events."""
+    items = np.asarray(items, dtype=np.int64)
+    width = items.shape[1]
+    lengths = np.minimum(np.asarray(lengths, dtype=np.int64), min(width, max_len))
+    out_w = max(int(lengths.max()) if len(lengths) else 1, 1)
+    cols = np.arange(out_w)
+    valid = cols[None, :] < lengths[:, None]
+    src = np.where(valid, (width - lengths)[:, None] + cols[None, :], 0)
+    out = np.where(valid, np.take_along_axis(items, src, axis=1), 0) if width else np.zeros((len(items), 1), np.int64)
+    return torch.from_numpy(np.ascontiguousarray(out)), torch.from_numpy(lengths)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Truncated-normal-ish small init (BERT / SASRec reference code); padding rows stay zero."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class TransformerBlock(nn.Module):
+    """Multi-head self-attention + feed-forward, post-LN (``norm_first=False``, as in SASRec /
+    BERT) or pre-LN; attention by ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, attn_dropout: float, norm_first: bool,
+                 ffn_mult: int = 1) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.heads, self.attn_dropout, self.norm_first = heads, attn_dropout, norm_first
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, ffn_mult * hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_mult * hidden, hidden))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def attention(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.drop(self.attention(self.norm1(x), mask, causal))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attention(x, mask, causal)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class SequenceModule(nn.Module):
+    """A torch module the trainer can train and ``NeuralRecommender`` can score with."""
+
+    item_emb: nn.Embedding
+    window: int  # events per training window the batcher cuts
+
+    def __init__(self, n_items: int) -> None:
+        super().__init__()
+        self.n_items = n_items
+
+    @abstractmethod
+    def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, d) vector that scores the next item, from left-aligned histories."""
+
+    @abstractmethod
+    def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (N, d) of a batch's target positions and the target items (N,)."""
+
+    @abstractmethod
+    def mean_targets(self, lengths: np.ndarray) -> float:
+        """Expected targets per training window, for the loss constant."""
+
+    def output_weight(self) -> torch.Tensor:
+        """(n_items + 1, d): tied output layer = item embeddings (extra rows like [MASK] cut off)."""
+        return self.item_emb.weight[: self.n_items + 1]
+
+
+class NeuralRecommender(Recommender):
+    """``Recommender`` around a ``SequenceModule``; subclasses implement ``build_module``."""
+
+    config: NeuralConfig
+
+    def __init__(self, config: NeuralConfig, n_items: int) -> None:
+        super().__init__(config, n_items)
+        with torch.random.fork_rng():  # seeded init without disturbing the caller's RNG
+            torch.manual_seed(config.train.seed)
+            self.module = self.build_module()
+        self.module.eval()
+        self.history: list[dict[str, Any]] = []  # per-epoch training log of the last fit
+
+    @abstractmethod
+    def build_module(self) -> SequenceModule: ...
+
+    # -- learning -------------------------------------------------------------------------
+    def fit(
+        self,
+        train: Sequences,
+        valid: EvalSet | None = None,
+        *,
+        validate: Callable[[], dict[str, float]] | None = None,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+    ) -> Self:
+        """Train on ``train``; with ``valid`` (or an explicit ``validate`` callable) early-stop on
+        validation NDCG@10 (full ranking, seen items filtered) and keep the best epoch's weights."""
+        if train.n_events and int(train.items.max()) > self.n_items:
+            raise ValueError(f"training items go up to {int(train.items.max())}, the model has {self.n_items}")
+        if validate is None and valid is not None:
+            validate = self._validator(valid)
+        tc = self.config.train
+        batcher = LengthBatcher.from_sequences(train, self.module.window, tc.batch_size)
+        counts = np.bincount(np.asarray(train.items, dtype=np.int64), minlength=self.n_items + 1)
+        trainer = Trainer(self.module, batcher, tc, n_items=self.n_items, item_counts=counts, validate=validate,
+                          checkpoint_dir=checkpoint_dir, resume=resume, desc=self.name)
+        self.history = trainer.fit()
+        return self
+
+    def _validator(self, valid: EvalSet) -> Callable[[], dict[str, float]]:
+        from shopseq.evaluation import EvalConfig, evaluate  # lazy: only needed with validation data
+
+        config = EvalConfig(ks=(10,), filter_seen=True)
+        return lambda: {k: float(v) for k, v in evaluate(self, valid, config).metrics.items()}
+
+    # -- scoring --------------------------------------------------------------------------
+    def _user_vectors(self, histories: Histories) -> torch.Tensor:
+        items, lengths = left_align(histories.items, histories.lengths, self.max_len)
+        self.module.eval()
+        with torch.no_grad():
+            return self.module.user_vectors(items, lengths)
+
+    def score(self, histories: Histories) -> torch.Tensor:
+        u = self._user_vectors(histories)
+        with torch.no_grad():
+            return (u @ self.module.output_weight().t()).float()
+
+    def encode(self, histories: Histories) -> np.ndarray:
+        return self._user_vectors(histories).float().numpy()
+
+    # -- persistence ----------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.module.state_dict().items()}
+
+    def load_state(self, tensors: dict[str, np.ndarray]) -> None:
+        self.module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
+        self.module.eval()
+
+
+def expected_masked(lengths: np.ndarray, p: float) -> float:
+    """Mean of max(1, Binomial(n, p)) over windows of the given lengths (BERT4Rec's targets)."""
+    n = np.asarray(lengths, dtype=np.float64)
+    return float(np.mean(p * n + (1 - p) ** n)) if len(n) else 1.0
+
+
+def sqrt_scale(hidden: int) -> float:
+    return math.sqrt(hidden)

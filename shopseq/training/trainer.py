@@ -1,0 +1,236 @@
+"""The training loop shared by the neural models: one file, read top to bottom.
+
+``Trainer(module, batcher, config, ...).fit()`` runs epochs of length-bucketed batches, computes
+the configured loss on every target position, steps AdamW under a warm-up + cosine schedule,
+validates through an injected callable (early stopping, best weights restored), writes a
+checkpoint after every epoch when given a folder, and returns the per-epoch log.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from shopseq.training.batching import Batch, LengthBatcher
+from shopseq.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+)
+from shopseq.training.config import TrainConfig
+from shopseq.training.losses import full_softmax_ce, gbce, gbce_beta, item_log_q, sampled_softmax, uniform_negatives
+
+__all__ = ["Trainable", "Trainer", "lr_factor", "save_log_csv", "set_threads"]
+
+Validate = Callable[[], dict[str, float]]
+
+
+class Trainable(Protocol):
+    """What the trainer needs from a model's torch module (besides being an ``nn.Module``)."""
+
+    def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (N, d) of the target positions of a batch and their target items (N,)."""
+        ...
+
+    def output_weight(self) -> torch.Tensor:
+        """(n_items + 1, d) output embeddings; row i scores item i."""
+        ...
+
+    def mean_targets(self, lengths: np.ndarray) -> float:
+        """Expected targets per training window of the given lengths (for the loss constant)."""
+        ...
+
+
+def set_threads(threads: int | None) -> int:
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def lr_factor(step: int, total: int, config: TrainConfig) -> float:
+    """Multiplier of ``config.lr`` at optimizer step ``step``: linear warm-up, then cosine or flat."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def save_log_csv(log: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Write the per-epoch log (columns = union of keys, in first-seen order)."""
+    columns: list[str] = []
+    for row in log:
+        columns += [k for k in row if k not in columns]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(log)
+    return path
+
+
+class Trainer:
+    def __init__(
+        self,
+        module: nn.Module,
+        batcher: LengthBatcher,
+        config: TrainConfig,
+        *,
+        n_items: int,
+        item_counts: np.ndarray | None = None,
+        validate: Validate | None = None,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        desc: str = "train",
+    ) -> None:
+        self.module = module
+        self.batcher = batcher
+        self.config = config
+        self.n_items = n_items
+        self.validate = validate
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.resume = resume
+        self.desc = desc
+        self.log: list[dict[str, Any]] = []
+        model: Trainable = module  # type: ignore[assignment]
+        # The loss of a batch = sum over its targets / this constant (batch_size x mean targets per
+        # user): every target weighs the same, whatever the length of its batch.
+        self.norm = config.batch_size * max(model.mean_targets(batcher.lengths), 1e-9)
+        counts = np.zeros(n_items + 1, dtype=np.float64)
+        if item_counts is not None:
+            counts[: len(item_counts)] = item_counts
+        self.log_pop = item_log_q(torch.from_numpy(counts)) if config.loss == "sampled" and config.logq else None
+        self.beta = gbce_beta(config.n_negatives, n_items, config.gbce_t)
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        # no weight decay on biases and LayerNorm gains
+        decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() >= 2]
+        rest = [p for p in self.module.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": rest, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=self.config.betas)
+
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        model: Trainable = self.module  # type: ignore[assignment]
+        h, targets = model.training_pairs(batch)
+        weight = model.output_weight()
+        c = self.config
+        if c.loss == "ce":
+            total = full_softmax_ce(h, weight, targets, bf16=c.bf16)
+        elif c.loss == "sampled":
+            total = sampled_softmax(h, weight, targets, uniform_negatives(self.n_items, c.n_negatives), self.log_pop)
+        else:
+            total = gbce(h, weight, targets, uniform_negatives(self.n_items, c.n_negatives), self.beta)
+        return total, len(targets)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        c = self.config
+        set_threads(c.threads)
+        torch.manual_seed(c.seed)
+        rng = np.random.default_rng(c.seed)
+        optimizer = self._optimizer()
+        steps_per_epoch = max(len(self.batcher), 1)
+        total_steps = c.epochs * steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, c))
+        best_metric, best_epoch, bad_epochs, start = -math.inf, 0, 0, 1
+        best_state: dict[str, torch.Tensor] | None = None
+
+        if self.resume and self.checkpoint_dir is not None:
+            ckpt = load_checkpoint(self.checkpoint_dir)
+            if ckpt is not None:
+                m = ckpt.meta
+                self.module.load_state_dict({k[6:]: v for k, v in ckpt.tensors.items() if k.startswith("model.")})
+                optimizer_from_flat(optimizer, ckpt.tensors, m["optimizer"])
+                scheduler.load_state_dict(m["scheduler"])
+                torch.set_rng_state(ckpt.tensors["rng.torch"])
+                rng.bit_generator.state = m["numpy_rng"]
+                best_metric, best_epoch, bad_epochs = m["best_metric"], m["best_epoch"], m["bad_epochs"]
+                best_state = {k[5:]: v for k, v in ckpt.tensors.items() if k.startswith("best.")} or None
+                self.log = list(m["log"])
+                start = int(m["epoch"]) + 1
+                if m.get("stopped"):
+                    start = c.epochs + 1  # it had finished: only restore the weights below
+
+        for epoch in range(start, c.epochs + 1):
+            self.module.train()
+            t0 = time.perf_counter()
+            loss_sum, n_targets = 0.0, 0
+            bar = tqdm(self.batcher.epoch(rng), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{c.epochs}",
+                       disable=c.quiet, leave=False, unit="batch")
+            for batch in bar:
+                total, n = self._loss(batch)
+                loss = total / self.norm
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.module.parameters(), c.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                value = float(total)
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"loss became {value} in epoch {epoch}; lower lr or set grad_clip")
+                loss_sum += value
+                n_targets += n
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{loss_sum / max(n_targets, 1):.4f}", tgt_s=f"{n_targets / elapsed:,.0f}")
+            seconds = time.perf_counter() - t0
+            row: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / max(n_targets, 1), "seconds": round(seconds, 3),
+                                   "lr": optimizer.param_groups[0]["lr"], "targets_per_s": round(n_targets / seconds)}
+
+            stop = False
+            if self.validate is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
+                self.module.eval()
+                tv = time.perf_counter()
+                metrics = {k: float(v) for k, v in self.validate().items()}
+                row.update({f"valid_{k}": v for k, v in metrics.items()})
+                row["valid_seconds"] = round(time.perf_counter() - tv, 3)
+                if c.monitor not in metrics:
+                    raise KeyError(f"validation returned {sorted(metrics)}, not the monitored {c.monitor!r}")
+                if metrics[c.monitor] > best_metric:
+                    best_metric, best_epoch, bad_epochs = metrics[c.monitor], epoch, 0
+                    best_state = self._state()
+                else:
+                    bad_epochs += 1
+                    stop = c.patience is not None and bad_epochs >= c.patience
+            self.log.append(row)
+            if not c.quiet:
+                shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+                tqdm.write(f"{self.desc}: {shown}")
+            if self.checkpoint_dir is not None:
+                meta = {"epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs, "stopped": stop, "scheduler": scheduler.state_dict(),
+                        "numpy_rng": rng.bit_generator.state, "log": self.log}
+                tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
+                if best_state is not None:
+                    tensors.update({f"best.{k}": v for k, v in best_state.items()})
+                opt_tensors, meta["optimizer"] = optimizer_to_flat(optimizer)
+                tensors.update(opt_tensors)
+                tensors["rng.torch"] = torch.get_rng_state()
+                save_checkpoint(self.checkpoint_dir, Checkpoint(tensors, meta), tag=f"{epoch:05d}")
+            if stop:
+                break
+
+        if best_state is not None:
+            self.module.load_state_dict(best_state)
+        self.best_metric, self.best_epoch = best_metric, best_epoch
+        self.module.eval()
+        return self.log
