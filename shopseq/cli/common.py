@@ -16,7 +16,7 @@ from shopseq.data.store import EventStore, StoreVersionError
 from shopseq.data.workspace import WORKSPACE_ENV, Workspace
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # errors unwrapped: paths stay copyable
 
 WorkspaceOpt = Annotated[
     Path | None,

@@ -98,7 +98,8 @@ class EvalResult:
     def describe(self) -> str:
         """Headline numbers with the protocol and user count beside them, then every metric."""
         who = f"{self.model}: " if self.model else ""
-        lines = [f"{who}{self.headline()} ({self.n_users:,} users, {self.config.protocol()})"]
+        users = f"{self.n_users:,} user{'' if self.n_users == 1 else 's'}"
+        lines = [f"{who}{self.headline()} ({users}, {self.config.protocol()})"]
         groups: dict[str, list[str]] = {}
         for key, value in self.metrics.items():
             groups.setdefault(key.split("@")[0], []).append(f"{key} {value:.4f}")
@@ -141,9 +142,11 @@ def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = 
     t0 = time.perf_counter()
     n_items, n_users, ks = model.n_items, eval_set.n_users, config.ks
     width = n_items + 1
-    max_target = int(eval_set.target_items.max()) if eval_set.n_targets else 0
-    if max_target > n_items:
-        raise ValueError(f"eval set has item index {max_target} but the model knows {n_items} items")
+    for what, arr in (("target", eval_set.target_items), ("history", eval_set.history_items)):
+        top_item = int(arr.max()) if len(arr) else 0
+        if top_item > n_items:
+            raise ValueError(f"eval set has {what} item index {top_item} but the model knows {n_items} items "
+                             f"(was it trained on another item vocabulary?)")
 
     offsets, items = target_pairs(eval_set, config.target, n_items)
     pair_rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(offsets))

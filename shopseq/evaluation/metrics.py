@@ -2,7 +2,8 @@
 
 Everything starts from the *rank* of each (user, target item) pair: the number of candidate items
 scored at least as high as the target, not counting the target itself (0 = top). Ties are counted
-**pessimistically** — a target tied with ``m`` other items is ranked behind all of them — so a
+**pessimistically** — a target tied with ``m`` other items is ranked behind all of them (several
+targets of one user tied with each other take the last positions of their tie group) — so a
 model that gives every item the same score gets rank ``n_items - 1`` for every target and scores
 nothing, instead of a perfect score (which an optimistic rule would give it) or a lucky one.
 An *unreachable* target (score ``-inf`` or NaN, e.g. masked because it is in the history under
@@ -60,9 +61,26 @@ def target_ranks(scores: torch.Tensor, rows: torch.Tensor | np.ndarray, items: t
     # the target always compares >= itself; with candidates it counts only if it is one of them
     counts = counts - (1 if candidates is None else candidates[rows_t, items_t].int())
     ranks = counts.numpy().astype(np.float64)
+    if candidates is None and not one_per_row:
+        ranks -= _tied_targets_before(rows_t.numpy(), vals.numpy())
     unreachable = (torch.isnan(vals) | (vals == -torch.inf)).numpy()
     ranks[unreachable] = np.inf
     return ranks
+
+
+def _tied_targets_before(rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """For each pair, how many *other targets of the same row* with the same score come after it
+    in a stable order: tied targets share the last positions of their tie group instead of all
+    claiming the very last one (the worst DCG over all orders of the tie, not worse)."""
+    order = np.lexsort((vals, rows))
+    r, v = rows[order], vals[order]
+    new_run = np.ones(len(order), dtype=bool)
+    new_run[1:] = (r[1:] != r[:-1]) | (v[1:] != v[:-1])
+    run_id = np.cumsum(new_run) - 1
+    run_end = np.flatnonzero(np.append(new_run[1:], True))  # last index of each run
+    out = np.empty(len(order), dtype=np.float64)
+    out[order] = run_end[run_id] - np.arange(len(order))
+    return out
 
 
 def _count_at_least(scores: torch.Tensor, vals: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,104 @@
+"""BERT4Rec (Sun et al. 2019): a bidirectional Transformer trained by cloze — random items of the
+window are replaced by a [MASK] token (index n_items + 1) and predicted from both sides. At
+inference a [MASK] is appended after the history and its hidden state scores the next item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from shopseq.models.neural import (
+    Dropout,
+    NeuralConfig,
+    NeuralRecommender,
+    SequenceModule,
+    TransformerBlock,
+    expected_masked,
+    init_weights,
+)
+from shopseq.models.registry import register
+from shopseq.training.batching import Batch
+
+__all__ = ["BERT4Rec", "BERT4RecConfig", "BERT4RecModule"]
+
+
+class BERT4RecConfig(NeuralConfig):
+    model: str = "bert4rec"
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    attn_dropout: float | None = Field(None, description="attention-weight dropout; None = dropout")
+    norm_first: bool = False
+    ffn_mult: int = Field(4, ge=1)
+    mask_prob: float = Field(0.2, gt=0, le=1, description="share of window items masked in training")
+    mask_last_prob: float = Field(
+        0.1, ge=0, le=1, description="share of windows where only the last item is masked (the inference case)")
+
+
+class BERT4RecModule(SequenceModule):
+    def __init__(self, n_items: int, c: BERT4RecConfig) -> None:
+        super().__init__(n_items)
+        self.window = c.max_len
+        self.mask_id = n_items + 1
+        self.mask_prob, self.mask_last_prob = c.mask_prob, c.mask_last_prob
+        self.item_emb = nn.Embedding(n_items + 2, c.hidden, padding_idx=0)  # + [MASK]
+        self.pos_emb = nn.Embedding(c.max_len, c.hidden)
+        self.emb_norm = nn.LayerNorm(c.hidden)
+        self.drop = Dropout(c.dropout)
+        attn_dropout = c.dropout if c.attn_dropout is None else c.attn_dropout
+        self.blocks = nn.ModuleList(
+            TransformerBlock(c.hidden, c.heads, c.dropout, attn_dropout, c.norm_first, c.ffn_mult)
+            for _ in range(c.layers)
+        )
+        self.final_norm = nn.LayerNorm(c.hidden) if c.norm_first else nn.Identity()
+        init_weights(self)
+
+    def hidden_states(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) bidirectional hidden states; padding (0) keys are masked out."""
+        positions = torch.arange(items.shape[1], device=items.device)
+        x = self.drop(self.emb_norm(self.item_emb(items) + self.pos_emb(positions)))
+        # (B, 1, 1, L) True = may attend; every row has >= 1 real key (position 0), so no NaN
+        keys = (items != 0)[:, None, None, :]
+        keys = keys | (torch.arange(items.shape[1]) == 0)
+        for block in self.blocks:
+            x = block(x, mask=keys)
+        return self.final_norm(x)
+
+    def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # keep the last max_len - 1 events and put [MASK] right after them
+        keep = lengths.clamp(max=self.window - 1)
+        shift = lengths - keep
+        b, width = items.shape
+        cols = torch.arange(max(int(keep.max()) + 1 if b else 1, 1))
+        src = (cols[None, :] + shift[:, None]).clamp(max=max(width - 1, 0))
+        inp = torch.where(cols[None, :] < keep[:, None], items.gather(1, src), 0)
+        inp[torch.arange(b), keep] = self.mask_id
+        return self.hidden_states(inp)[torch.arange(b), keep]
+
+    def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        items, lengths = batch.items, batch.lengths
+        real = items != 0
+        masked = (torch.rand(items.shape) < self.mask_prob) & real
+        last = torch.zeros_like(masked)
+        last[torch.arange(len(items)), lengths - 1] = True
+        # some windows mask only their last item (what inference asks), and every window masks >= 1
+        only_last = (torch.rand(len(items)) < self.mask_last_prob) | ~masked.any(1)
+        masked = torch.where(only_last[:, None], last, masked)
+        inputs = items.masked_fill(masked, self.mask_id)
+        return self.hidden_states(inputs)[masked], items[masked]
+
+    def mean_targets(self, lengths: np.ndarray) -> float:
+        return (1 - self.mask_last_prob) * expected_masked(lengths, self.mask_prob) + self.mask_last_prob
+
+
+@register
+class BERT4Rec(NeuralRecommender):
+    name = "bert4rec"
+    config_class = BERT4RecConfig
+    config: BERT4RecConfig
+
+    def build_module(self) -> BERT4RecModule:
+        return BERT4RecModule(self.n_items, self.config)

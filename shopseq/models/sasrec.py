@@ -13,7 +13,14 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from shopseq.models.neural import NeuralConfig, NeuralRecommender, SequenceModule, TransformerBlock, init_weights
+from shopseq.models.neural import (
+    Dropout,
+    NeuralConfig,
+    NeuralRecommender,
+    SequenceModule,
+    TransformerBlock,
+    init_weights,
+)
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
 
@@ -37,7 +44,7 @@ class SASRecModule(SequenceModule):
         self.item_emb = nn.Embedding(n_items + 1, c.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(c.max_len, c.hidden)
         self.emb_norm = nn.LayerNorm(c.hidden)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         attn_dropout = c.dropout if c.attn_dropout is None else c.attn_dropout
         self.blocks = nn.ModuleList(
             TransformerBlock(c.hidden, c.heads, c.dropout, attn_dropout, c.norm_first, c.ffn_mult)
