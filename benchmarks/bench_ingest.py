@@ -25,7 +25,6 @@ from shopseq.benchmarking import BenchRecord, append_record, write_markdown
 from shopseq.synthetic import SyntheticShopConfig, generate_to_parquet
 
 
-
 def prepare(events: int, data: Path, seed: int) -> Path:
     merged = data / f"events-{events}-seed{seed}.parquet"
     if merged.exists():

@@ -1,0 +1,259 @@
+"""Training machinery: length-aware batching, the losses against reference implementations, the
+schedule, early stopping, and checkpoint / resume equality."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shopseq.data.sequences import Sequences
+from shopseq.data.vocab import Vocabulary
+from shopseq.models.sasrec import SASRec, SASRecConfig
+from shopseq.training import (
+    LengthBatcher,
+    TrainConfig,
+    full_softmax_ce,
+    gbce,
+    gbce_beta,
+    item_log_q,
+    lr_factor,
+    reference_full_softmax_ce,
+    sampled_softmax,
+    save_log_csv,
+)
+from shopseq.training.checkpoint import load_checkpoint
+
+
+def seqs_from_lists(users: list[list[int]], n_items: int) -> Sequences:
+    lengths = np.array([len(u) for u in users])
+    offsets = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = np.array([i for u in users for i in u], dtype=np.int32)
+    return Sequences(offsets, items, np.zeros(len(items), np.int8), np.arange(len(items), dtype=np.int64),
+                     Vocabulary([f"u{i}" for i in range(len(users))], "user"),
+                     Vocabulary([f"i{i}" for i in range(1, n_items + 1)], "item"))
+
+
+def chain_sequences(n_users: int = 200, n_items: int = 30, seed: int = 0) -> Sequences:
+    """Item i is followed by i + 1 (mod n) with probability 0.8: a real sequential pattern."""
+    rng = np.random.default_rng(seed)
+    users = []
+    for _ in range(n_users):
+        seq = [int(rng.integers(1, n_items + 1))]
+        for _ in range(int(rng.integers(2, 25)) - 1):
+            nxt = seq[-1] % n_items + 1 if rng.random() < 0.8 else int(rng.integers(1, n_items + 1))
+            seq.append(nxt)
+        users.append(seq)
+    return seqs_from_lists(users, n_items)
+
+
+# ------------------------------------------------------------------------------------------ batching
+def test_batches_cover_every_target_exactly_once_and_pad_little() -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(rng.geometric(0.12, size=3000), 80)  # long-tailed, like real shops
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = np.arange(1, offsets[-1] + 1)  # every event is its own id: targets are traceable
+    window = 51
+    batcher = LengthBatcher(offsets, items, window=window, batch_size=64)
+    seen: list[np.ndarray] = []
+    padded = 0
+    for batch in batcher.epoch(np.random.default_rng(1)):
+        assert batch.items.shape[1] == int(batch.lengths.max())  # padded to its own longest row only
+        padded += batch.items.numel()
+        targets = batch.items[:, 1:]
+        seen.append(targets[targets != 0].numpy())
+        # rows are the user's LAST `window` events, left-aligned, zeros after
+        for row, user, n in zip(batch.items.numpy(), batch.users, batch.lengths.numpy(), strict=True):
+            end = offsets[user + 1]
+            np.testing.assert_array_equal(row[:n], items[end - n:end])
+            assert (row[n:] == 0).all()
+    got = np.sort(np.concatenate(seen))
+    expected = np.concatenate([items[offsets[u + 1] - min(n, window) + 1:offsets[u + 1]]
+                               for u, n in enumerate(lengths) if n >= 2])
+    np.testing.assert_array_equal(got, np.sort(expected))  # each target once, none missing
+    assert padded / batcher.n_events < 1.1, "length bucketing should leave little padding"
+    assert padded < 0.25 * batcher.n_users * window  # vs padding every row to the window
+    assert len(batcher) == math.ceil(batcher.n_users / 64)
+    assert batcher.n_users == int((lengths >= 2).sum())
+
+
+def test_batch_order_depends_on_the_seed_only() -> None:
+    seqs = chain_sequences(100)
+    batcher = LengthBatcher.from_sequences(seqs, 11, 16)
+    a = [r.tolist() for r in batcher.plan(np.random.default_rng(3))]
+    b = [r.tolist() for r in batcher.plan(np.random.default_rng(3))]
+    c = [r.tolist() for r in batcher.plan(np.random.default_rng(4))]
+    assert a == b and a != c
+
+
+# -------------------------------------------------------------------------------------------- losses
+@pytest.mark.parametrize("chunk", [3, 7, 1000])
+def test_fused_full_softmax_matches_cross_entropy(chunk: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(23, 8, generator=g, dtype=torch.float64).float()
+    w = torch.randn(41, 8, generator=g)
+    t = torch.randint(1, 41, (23,), generator=g)
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = reference_full_softmax_ce(h1, w1, t)
+    manual = F.cross_entropy((h @ w.t())[:, 1:], t - 1, reduction="sum")  # padding column left out
+    got = full_softmax_ce(h2, w2, t, chunk=chunk)
+    (0.7 * ref).backward()
+    (0.7 * got).backward()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got, manual, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(h2.grad, h1.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_full_softmax_survives_extreme_logits_and_bf16() -> None:
+    h = torch.tensor([[30.0, 0.0], [-30.0, 0.0]])
+    w = torch.tensor([[0.0, 0.0], [5.0, 0.0], [-5.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([2, 2])
+    got = full_softmax_ce(h, w, t)
+    ref = reference_full_softmax_ce(h, w, t)
+    assert torch.isfinite(got) and abs(float(got) - float(ref)) < 1e-3
+    g = torch.Generator().manual_seed(1)
+    h, w = torch.randn(50, 16, generator=g), torch.randn(30, 16, generator=g) * 0.3
+    t = torch.randint(1, 30, (50,), generator=g)
+    assert abs(float(full_softmax_ce(h, w, t, bf16=True)) - float(reference_full_softmax_ce(h, w, t))) < 0.5
+
+
+def test_sampled_softmax_with_logq_matches_a_manual_reference() -> None:
+    g = torch.Generator().manual_seed(2)
+    n_items, d = 25, 6
+    h = torch.randn(9, d, generator=g, requires_grad=True)
+    w = torch.randn(n_items + 1, d, generator=g, requires_grad=True)
+    t = torch.tensor([3, 3, 7, 1, 25, 7, 9, 10, 3])
+    neg = torch.tensor([4, 7, 20, 20, 13])
+    counts = torch.arange(n_items + 1, dtype=torch.float64)
+    log_pop = item_log_q(counts)
+    got = sampled_softmax(h, w, t, neg, log_pop)
+
+    p = counts.clamp_min(0.5)
+    p[0] = 0.5
+    p = p / p.sum()
+    total = torch.zeros(())
+    cands = sorted(set(t.tolist())) + neg.tolist()
+    for r in range(len(t)):
+        logq = [math.log(len(t) * float(p[i]) + len(neg) / n_items) for i in [int(t[r]), *cands]]
+        logits = [h[r] @ w[int(t[r])] - logq[0]]
+        logits += [h[r] @ w[c] - q for c, q in zip(cands, logq[1:], strict=True) if c != int(t[r])]
+        total = total + F.cross_entropy(torch.stack(logits)[None], torch.tensor([0]), reduction="sum")
+    torch.testing.assert_close(got, total, rtol=1e-5, atol=1e-5)
+    no_q = sampled_softmax(h, w, t, neg, None)
+    assert not torch.isclose(no_q, got)
+    got.backward()
+    assert torch.isfinite(h.grad).all() and torch.isfinite(w.grad).all()
+
+
+def test_gbce_matches_its_formula() -> None:
+    g = torch.Generator().manual_seed(3)
+    h, w = torch.randn(7, 5, generator=g), torch.randn(21, 5, generator=g)
+    t = torch.tensor([1, 2, 3, 4, 5, 6, 7])
+    neg = torch.tensor([8, 9, 3, 15])
+    beta = gbce_beta(4, 20, 0.75)
+    expected = torch.zeros(())
+    for r in range(7):
+        expected = expected - beta * F.logsigmoid(h[r] @ w[t[r]])
+        for n in neg.tolist():
+            if n != int(t[r]):
+                expected = expected - F.logsigmoid(-(h[r] @ w[n]))
+    torch.testing.assert_close(gbce(h, w, t, neg, beta), expected, rtol=1e-5, atol=1e-5)
+    assert gbce_beta(4, 20, 0.0) == pytest.approx(1.0)  # t = 0: plain BCE
+    assert gbce_beta(4, 21, 1.0) == pytest.approx(4 / 20)  # t = 1: beta = sampling rate
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    c = TrainConfig(warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, 100, c) == pytest.approx(0.1)
+    assert lr_factor(9, 100, c) == pytest.approx(1.0)
+    assert lr_factor(10, 100, c) == pytest.approx(1.0)
+    assert lr_factor(55, 100, c) == pytest.approx(0.55)
+    assert lr_factor(100, 100, c) == pytest.approx(0.1)
+    assert lr_factor(50, 100, c.model_copy(update={"schedule": "constant"})) == 1.0
+
+
+# ------------------------------------------------------------------------------------- the training loop
+def tiny_sasrec(n_items: int, **train: object) -> SASRec:
+    tc = TrainConfig(**{"epochs": 4, "batch_size": 32, "lr": 5e-3, "warmup_steps": 2, "quiet": True, "threads": 1, **train})
+    return SASRec(SASRecConfig(hidden=16, layers=1, heads=1, max_len=12, dropout=0.2, train=tc), n_items)
+
+
+def weights(model: SASRec) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.module.state_dict().items()}
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled", "gbce"])
+def test_every_loss_trains(loss: str) -> None:
+    seqs = chain_sequences(120)
+    model = tiny_sasrec(seqs.n_items, loss=loss, n_negatives=8, epochs=3).fit(seqs)
+    assert len(model.history) == 3
+    assert model.history[-1]["loss"] < model.history[0]["loss"]
+    assert {"epoch", "loss", "seconds", "lr", "targets_per_s"} <= set(model.history[0])
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    seqs = chain_sequences(80)
+    model = tiny_sasrec(seqs.n_items, epochs=10, patience=2)
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def validate() -> dict[str, float]:
+        snapshots.append(weights(model))
+        return {"ndcg@10": next(scripted)}
+
+    model.fit(seqs, validate=validate)
+    assert [r["epoch"] for r in model.history] == [1, 2, 3, 4]  # 2 epochs without gain after epoch 2
+    assert [r["valid_ndcg@10"] for r in model.history] == [0.1, 0.3, 0.2, 0.25]
+    for k, v in weights(model).items():
+        torch.testing.assert_close(v, snapshots[1][k], rtol=0, atol=0)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
+    seqs = chain_sequences(100)
+    metric = lambda m: (lambda: {"ndcg@10": float(m.module.pos_emb.weight.detach().sum())})  # noqa: E731
+
+    straight = tiny_sasrec(seqs.n_items)
+    straight.fit(seqs, validate=metric(straight))
+
+    crashed = tiny_sasrec(seqs.n_items)
+    calls = {"n": 0}
+
+    def crash_in_epoch_3() -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # after epoch 2's checkpoint, before epoch 3's
+        return metric(crashed)()
+
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(seqs, validate=crash_in_epoch_3, checkpoint_dir=tmp_path / "ckpt")
+    ckpt = load_checkpoint(tmp_path / "ckpt")
+    assert ckpt is not None and ckpt.meta["epoch"] == 2
+    # safetensors + JSON only, no pickle anywhere
+    assert sorted(p.suffix for p in (tmp_path / "ckpt").iterdir()) == [".json", ".safetensors"]
+    json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
+
+    resumed = tiny_sasrec(seqs.n_items)  # a fresh process would start exactly like this
+    resumed.fit(seqs, validate=metric(resumed), checkpoint_dir=tmp_path / "ckpt", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+        assert a["valid_ndcg@10"] == pytest.approx(b["valid_ndcg@10"], rel=1e-6, abs=1e-7)
+    want, got = weights(straight), weights(resumed)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-6, atol=1e-7)
+    assert load_checkpoint(tmp_path / "ckpt").meta["epoch"] == 4
+
+
+def test_log_is_written_as_csv(tmp_path: Path) -> None:
+    path = save_log_csv([{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5, "valid_ndcg@10": 0.1}],
+                        tmp_path / "log.csv")
+    assert path.read_text().splitlines() == ["epoch,loss,valid_ndcg@10", "1,2.0,", "2,1.5,0.1"]
