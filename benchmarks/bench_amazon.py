@@ -65,8 +65,6 @@ def main() -> None:
         for seed in args.seeds:
             spec = {"model": args.model, **overrides}
             config = model_from_dict(spec, seed)
-            if hasattr(config, "train"):
-                config = config.model_copy(update={"train": config.train.model_copy(update={"seed": seed})})
             model = build_model(config, seqs.n_items)
             started = time.perf_counter()
             model.fit(split.train, split.valid)

@@ -183,7 +183,8 @@ def test_warmup_then_cosine_schedule() -> None:
 
 # ------------------------------------------------------------------------------------- the training loop
 def tiny_sasrec(n_items: int, **train: object) -> SASRec:
-    tc = TrainConfig(**{"epochs": 4, "batch_size": 32, "lr": 5e-3, "warmup_steps": 2, "quiet": True, "threads": 1, **train})
+    base = {"epochs": 4, "batch_size": 32, "lr": 5e-3, "warmup_steps": 2, "quiet": True, "threads": 1}
+    tc = TrainConfig(**{**base, **train})
     return SASRec(SASRecConfig(hidden=16, layers=1, heads=1, max_len=12, dropout=0.2, train=tc), n_items)
 
 

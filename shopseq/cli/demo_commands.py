@@ -11,12 +11,17 @@ import typer
 
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, kv_table, open_store
 from shopseq.cli.data_commands import print_ingest_report, step_reporter
+from shopseq.cli.model_commands import HEADLINE, print_metrics_table
 from shopseq.cli.sequence_commands import SplitMethod, load_sequences, make_split
 from shopseq.data.formats.base import ColumnMapping, ReadOptions, TimestampUnit
 from shopseq.data.ingest import ingest_file
 from shopseq.data.stats import compute_stats
 from shopseq.data.store import upsert_items
+from shopseq.evaluation import EvalConfig
+from shopseq.runs.experiment import ExperimentConfig, SplitConfig, run_experiment
 from shopseq.synthetic import SyntheticShopConfig, generate_shop, write_shop
+
+NEURAL = ("sasrec", "bert4rec", "gru4rec")
 
 # the synthetic shop writes canonical column names, timestamps in ms
 SYNTHETIC_OPTIONS = ReadOptions(
@@ -45,10 +50,13 @@ def generate(
 def demo(
     users: Annotated[int, typer.Option(help="Number of shoppers in the synthetic shop.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic shop.")] = 0,
+    model: Annotated[str, typer.Option(help="Model to train: sasrec, bert4rec, gru4rec or a baseline.")] = "sasrec",
+    epochs: Annotated[int, typer.Option(help="Upper bound on training epochs (early stopping ends sooner).")] = 20,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The main job, end to end on the built-in synthetic shop: generate -> ingest -> clean -> stats
-    -> encode -> split. Safe to re-run: an ingested file is recognised and not added twice."""
+    -> encode -> split -> train -> evaluate against baselines. Safe to re-run: an ingested file is
+    recognised and not added twice."""
     started = time.perf_counter()
     with open_store(workspace) as store:
         shop_dir = store.workspace.root / "synthetic" / f"seed-{seed}-users-{users}"
@@ -81,6 +89,20 @@ def demo(
 
     console.rule("5. split (global time split)")
     console.print(make_split(seqs, SplitMethod.time)[0].describe())
+
+    console.rule(f"6. train {model} and compare with the baselines")
+    config = ExperimentConfig(
+        model={"model": model, **({"train": {"epochs": epochs}} if model in NEURAL else {})},
+        split=SplitConfig(method="time"),
+        # a shop's next event is often an item seen before (re-views, restocks): keep seen items
+        eval=EvalConfig(filter_seen=False),
+        baselines=["pop", "markov", "itemknn", "repeat"],
+        seed=seed,
+    )
+    run_dir = store.workspace.root / "runs" / f"demo-{model}"
+    result = run_experiment(seqs, config, run_dir, {"dataset": "synthetic shop", "seed": seed}, log=console.print)
+    print_metrics_table(f"test ({result.protocol})", {model: result.test, **result.baselines}, HEADLINE)
+    console.print(f"run directory with report.html: {run_dir}")
     console.rule()
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s; workspace: {store.workspace.root}")
 

@@ -58,7 +58,7 @@ def _data_info(store: Any, seqs: Sequences) -> dict[str, Any]:
     }
 
 
-def _print_metrics_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> None:
+def print_metrics_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> None:
     table = Table(title=title, title_justify="left")
     table.add_column("model")
     for k in keys:
@@ -108,7 +108,7 @@ def train(
         seed=seed,
     )
     result = run_experiment(seqs, config, run_dir, info, log=console.print, resume=resume)
-    _print_metrics_table(result.protocol, {model: result.test, **result.baselines}, HEADLINE)
+    print_metrics_table(result.protocol, {model: result.test, **result.baselines}, HEADLINE)
     console.print(f"train {result.train_seconds:.1f} s · evaluation {result.eval_seconds:.2f} s · run: {run_dir}")
 
 
@@ -171,7 +171,7 @@ def compare(
             "wall_seconds": time.perf_counter() - started,
         }
         protocol = result.protocol
-    _print_metrics_table(f"comparison ({protocol})", rows, HEADLINE)
+    print_metrics_table(f"comparison ({protocol})", rows, HEADLINE)
     report = HtmlReport(f"shopseq compare ({split} split)").paragraph(protocol, note=True)
     report.table([{"model": k, **v} for k, v in rows.items()])
     keys = [k for k in HEADLINE if k != "coverage@10"]

@@ -9,7 +9,6 @@ inference. ``Histories`` arrive right-aligned and are re-aligned by one gather.
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -218,7 +217,3 @@ def expected_masked(lengths: np.ndarray, p: float) -> float:
     """Mean of max(1, Binomial(n, p)) over windows of the given lengths (BERT4Rec's targets)."""
     n = np.asarray(lengths, dtype=np.float64)
     return float(np.mean(p * n + (1 - p) ** n)) if len(n) else 1.0
-
-
-def sqrt_scale(hidden: int) -> float:
-    return math.sqrt(hidden)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shopseq.data.sequences import Sequences
 from shopseq.data.splits import GlobalTimeSplit, LeaveOneOutSplit, Split
 from shopseq.evaluation import EvalConfig, EvalResult, evaluate
-from shopseq.models.base import Recommender
+from shopseq.models.base import ModelConfig, Recommender
 from shopseq.models.registry import build_model, default_config, load_model
 from shopseq.reports.html import HtmlReport
 
@@ -66,11 +66,17 @@ class RunResult(BaseModel):
     protocol: str
 
 
-def model_from_dict(spec: dict[str, Any], seed: int | None = None) -> Any:
+def model_from_dict(spec: dict[str, Any], seed: int | None = None) -> ModelConfig:
+    """A model's typed config from ``{"model": name, **overrides}``; ``seed`` goes where the model
+    keeps its seed (its own field, or its training config), unless the overrides set it."""
     name = spec.get("model", "sasrec")
     overrides = {k: v for k, v in spec.items() if k != "model"}
-    if seed is not None and "seed" in type(default_config(name)).model_fields and "seed" not in overrides:
-        overrides["seed"] = seed
+    fields = type(default_config(name)).model_fields
+    if seed is not None:
+        if "seed" in fields:
+            overrides.setdefault("seed", seed)
+        elif "train" in fields:
+            overrides["train"] = {"seed": seed, **overrides.get("train", {})}
     return default_config(name, **overrides)
 
 
@@ -107,7 +113,7 @@ def run_experiment(
     log(f"training {model.name} ...")
     checkpoints = checkpoint_dir(Path(out_dir))
     test, valid, train_seconds = fit_and_evaluate(model, split, config.eval, checkpoints, resume)
-    log(f"{model.name}: {test.describe()}")
+    log(f"{model.name}: {test.headline()}")
     baseline_results: dict[str, EvalResult] = {}
     for name in config.baselines:
         if name == model.name:
