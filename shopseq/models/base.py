@@ -9,9 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 
+from shopseq.atomic import replace_dir, temp_sibling
 from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
 
@@ -159,21 +157,14 @@ class Recommender(ABC):
         """Write config.json + model.safetensors atomically (a temp folder renamed into place)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp = temp_sibling(directory)
         tmp.mkdir()
         meta = {"format_version": FORMAT_VERSION, "model": self.name, "n_items": self.n_items,
                 "config": self.config.model_dump(mode="json")}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         tensors = {k: np.ascontiguousarray(v) for k, v in self.state().items()}
         save_numpy(tensors, str(tmp / WEIGHTS_FILE))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-        return directory
+        return replace_dir(tmp, directory)
 
     @classmethod
     def from_config(cls, config: ModelConfig, n_items: int) -> Self:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import csv
 import inspect
 import json
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shopseq.atomic import replace_dir, temp_sibling
 from shopseq.data.sequences import Sequences
 from shopseq.data.splits import GlobalTimeSplit, LeaveOneOutSplit, Split
 from shopseq.evaluation import EvalConfig, EvalResult, evaluate
@@ -144,7 +143,7 @@ def write_run_dir(
     """Everything under a temp folder, renamed into place: a crash never leaves half a run, and the
     previous run at ``out_dir`` stays loadable until the new one is complete."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = temp_sibling(out_dir)
     tmp.mkdir()
     model.save(tmp / "model")
     (tmp / "vocab").mkdir()
@@ -170,14 +169,7 @@ def write_run_dir(
             writer.writeheader()
             writer.writerows(log_rows)
     (tmp / "report.html").write_text(run_report(model.name, meta, metrics, log_rows))
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-    return out_dir
+    return replace_dir(tmp, out_dir)
 
 
 def run_report(model_name: str, meta: dict[str, Any], metrics: dict[str, Any], log_rows: list[dict]) -> str:
