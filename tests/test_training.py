@@ -195,9 +195,9 @@ def weights(model: SASRec) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("loss", ["ce", "sampled", "gbce"])
 def test_every_loss_trains(loss: str) -> None:
     seqs = chain_sequences(120)
-    model = tiny_sasrec(seqs.n_items, loss=loss, n_negatives=8, epochs=3).fit(seqs)
-    assert len(model.history) == 3
-    assert model.history[-1]["loss"] < model.history[0]["loss"]
+    model = tiny_sasrec(seqs.n_items, loss=loss, n_negatives=8, epochs=8).fit(seqs)
+    assert len(model.history) == 8
+    assert model.history[-1]["loss"] < model.history[0]["loss"] - 0.2
     assert {"epoch", "loss", "seconds", "lr", "targets_per_s"} <= set(model.history[0])
 
 

@@ -19,7 +19,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(200, ge=1, description="upper bound; early stopping usually ends sooner")
+    epochs: int = Field(100, ge=1, description="length of the cosine schedule; early stopping may end sooner")
     batch_size: int = Field(128, ge=1, description="users per batch")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -35,7 +35,9 @@ class TrainConfig(BaseModel):
     logq: bool = Field(True, description="sampled softmax: subtract log Q(item) from every logit")
     gbce_t: float = Field(0.75, ge=0, le=1, description="gBCE calibration parameter t")
 
-    patience: int | None = Field(10, ge=1, description="epochs without validation gain before stopping")
+    # validation NDCG@10 is noisy epoch to epoch: a short patience stops before the cosine tail,
+    # where SASRec still gains (best epoch 96 of 100 on Beauty)
+    patience: int | None = Field(20, ge=1, description="epochs without validation gain before stopping")
     monitor: str = "ndcg@10"
     eval_every: int = Field(1, ge=1)
 
