@@ -252,6 +252,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-6, atol=1e-7)
     assert load_checkpoint(tmp_path / "ckpt").meta["epoch"] == 4
+    with pytest.raises(ValueError, match="other training settings"):
+        tiny_sasrec(seqs.n_items, lr=1e-2).fit(seqs, checkpoint_dir=tmp_path / "ckpt", resume=True)
 
 
 def test_log_is_written_as_csv(tmp_path: Path) -> None:

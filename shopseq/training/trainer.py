@@ -69,6 +69,11 @@ def lr_factor(step: int, total: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _resumable(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a resumed run must share with the checkpoint (display and threads may change)."""
+    return {k: v for k, v in config.items() if k not in ("quiet", "threads")}
+
+
 def save_log_csv(log: Sequence[dict[str, Any]], path: Path) -> Path:
     """Write the per-epoch log (columns = union of keys, in first-seen order)."""
     columns: list[str] = []
@@ -159,12 +164,18 @@ class Trainer:
             ckpt = load_checkpoint(self.checkpoint_dir)
             if ckpt is not None:
                 m = ckpt.meta
+                before, now = (_resumable(x) for x in (m.get("config", {}), c.model_dump(mode="json")))
+                if before != now:
+                    changed = sorted(k for k in now if before.get(k) != now[k])
+                    raise ValueError(f"{self.checkpoint_dir} was written with other training settings ({changed}); "
+                                     "resume with the same config or use a new checkpoint folder")
                 self.module.load_state_dict({k[6:]: v for k, v in ckpt.tensors.items() if k.startswith("model.")})
                 optimizer_from_flat(optimizer, ckpt.tensors, m["optimizer"])
                 scheduler.load_state_dict(m["scheduler"])
                 torch.set_rng_state(ckpt.tensors["rng.torch"])
                 rng.bit_generator.state = m["numpy_rng"]
-                best_metric, best_epoch, bad_epochs = m["best_metric"], m["best_epoch"], m["bad_epochs"]
+                best_metric = -math.inf if m["best_metric"] is None else m["best_metric"]
+                best_epoch, bad_epochs = m["best_epoch"], m["bad_epochs"]
                 best_state = {k[5:]: v for k, v in ckpt.tensors.items() if k.startswith("best.")} or None
                 self.log = list(m["log"])
                 start = int(m["epoch"]) + 1
@@ -217,9 +228,10 @@ class Trainer:
                 shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                 tqdm.write(f"{self.desc}: {shown}")
             if self.checkpoint_dir is not None:
-                meta = {"epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs, "stopped": stop, "scheduler": scheduler.state_dict(),
-                        "numpy_rng": rng.bit_generator.state, "log": self.log}
+                meta = {"config": c.model_dump(mode="json"), "epoch": epoch,
+                        "best_metric": best_metric if math.isfinite(best_metric) else None,
+                        "best_epoch": best_epoch, "bad_epochs": bad_epochs, "stopped": stop,
+                        "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state, "log": self.log}
                 tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
                 if best_state is not None:
                     tensors.update({f"best.{k}": v for k, v in best_state.items()})
