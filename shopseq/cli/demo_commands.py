@@ -51,7 +51,7 @@ def demo(
     users: Annotated[int, typer.Option(help="Number of shoppers in the synthetic shop.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic shop.")] = 0,
     model: Annotated[str, typer.Option(help="Model to train: sasrec, bert4rec, gru4rec or a baseline.")] = "sasrec",
-    epochs: Annotated[int, typer.Option(help="Upper bound on training epochs (early stopping ends sooner).")] = 20,
+    epochs: Annotated[int, typer.Option(help="Upper bound on training epochs (early stopping ends sooner).")] = 15,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The main job, end to end on the built-in synthetic shop: generate -> ingest -> clean -> stats
