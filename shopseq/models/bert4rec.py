@@ -12,10 +12,10 @@ from torch import nn
 
 from shopseq.models.neural import (
     Dropout,
-    NeuralConfig,
     NeuralRecommender,
     SequenceModule,
     TransformerBlock,
+    TransformerConfig,
     expected_masked,
     init_weights,
 )
@@ -25,14 +25,10 @@ from shopseq.training.batching import Batch
 __all__ = ["BERT4Rec", "BERT4RecConfig", "BERT4RecModule"]
 
 
-class BERT4RecConfig(NeuralConfig):
+class BERT4RecConfig(TransformerConfig):
     model: str = "bert4rec"
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    attn_dropout: float | None = Field(None, description="attention-weight dropout; None = dropout")
-    norm_first: bool = False
-    ffn_mult: int = Field(4, ge=1)
+    ffn_mult: int = Field(4, ge=1, description="feed-forward width = ffn_mult x hidden")
     mask_prob: float = Field(0.2, gt=0, le=1, description="share of window items masked in training")
     mask_last_prob: float = Field(
         0.1, ge=0, le=1, description="share of windows where only the last item is masked (the inference case)")

@@ -27,7 +27,10 @@ from shopseq.training.batching import Batch, LengthBatcher
 from shopseq.training.config import TrainConfig
 from shopseq.training.trainer import Trainer
 
-__all__ = ["Dropout", "NeuralConfig", "NeuralRecommender", "SequenceModule", "TransformerBlock", "left_align"]
+__all__ = [
+    "Dropout", "NeuralConfig", "NeuralRecommender", "SequenceModule", "TransformerBlock", "TransformerConfig",
+    "left_align",
+]
 
 
 class NeuralConfig(ModelConfig):
@@ -35,6 +38,16 @@ class NeuralConfig(ModelConfig):
     max_len: int = Field(50, ge=1, description="most recent events the model reads")
     dropout: float = Field(0.2, ge=0, lt=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class TransformerConfig(NeuralConfig):
+    """Architecture knobs shared by the Transformer models (SASRec, BERT4Rec)."""
+
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    attn_dropout: float | None = Field(None, description="attention-weight dropout; None = dropout")
+    norm_first: bool = Field(False, description="pre-LN blocks (+ final LayerNorm) instead of post-LN")
+    ffn_mult: int = Field(1, ge=1, description="feed-forward width = ffn_mult x hidden")
 
 
 def left_align(items: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,10 +16,10 @@ from torch import nn
 
 from shopseq.models.neural import (
     Dropout,
-    NeuralConfig,
     NeuralRecommender,
     SequenceModule,
     TransformerBlock,
+    TransformerConfig,
     init_weights,
 )
 from shopseq.models.registry import register
@@ -28,16 +28,12 @@ from shopseq.training.batching import Batch
 __all__ = ["SASRec", "SASRecConfig", "SASRecModule"]
 
 
-class SASRecConfig(NeuralConfig):
+class SASRecConfig(TransformerConfig):
     model: str = "sasrec"
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
     # 0 on attention weights measured better on Beauty (test NDCG@10 0.0572 vs 0.0560 with 0.5) and
     # lets SDPA use its fused kernel (its dropout path is the slow math one)
     attn_dropout: float | None = Field(0.0, description="attention-weight dropout; None = dropout")
-    norm_first: bool = Field(False, description="pre-LN blocks (+ final LayerNorm) instead of post-LN")
-    ffn_mult: int = Field(1, ge=1, description="feed-forward width = ffn_mult x hidden")
 
 
 class SASRecModule(SequenceModule):
