@@ -47,6 +47,7 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             # clamp: exp of a gap below -87 is a float32 denormal, which is ~100x slower to produce and
             # to multiply (measured); exp(-80) is as good as zero next to the max's exp(0) = 1
             buf.sub_(top).clamp_(min=-80.0).exp_()
+            buf[:, 0] = 0.0  # (the clamp turned padding's -inf into -80)
             total = buf.sum(dim=1, keepdim=True)
             loss += (top + total.log()).sum() - target_logit.sum()
             inv = 1.0 / total
