@@ -87,6 +87,27 @@ class EvalSet:
     def summary(self) -> dict[str, int]:
         return {"users": self.n_users, "targets": self.n_targets, "history_events": self.n_history_events}
 
+    def with_target_types(self, types: tuple[int, ...]) -> EvalSet:
+        """Only target events of the given event types (e.g. purchases: the next-purchase task);
+        users left without a target are dropped, histories are unchanged."""
+        keep = np.isin(self.target_types, np.asarray(types, dtype=self.target_types.dtype))
+        n_tgt = np.add.reduceat(keep.astype(np.int64), self.target_offsets[:-1]) if len(keep) else np.zeros(0, int)
+        n_tgt = np.where(self.target_lengths() > 0, n_tgt, 0)  # reduceat repeats a value for empty rows
+        chosen = n_tgt > 0
+        h_keep = np.repeat(chosen, self.history_lengths())
+        t_keep = keep & np.repeat(chosen, self.target_lengths())
+        return EvalSet(
+            users=self.users[chosen],
+            history_offsets=_offsets(self.history_lengths()[chosen]),
+            history_items=self.history_items[h_keep],
+            history_types=self.history_types[h_keep],
+            history_timestamps=self.history_timestamps[h_keep],
+            target_offsets=_offsets(n_tgt[chosen]),
+            target_items=self.target_items[t_keep],
+            target_types=self.target_types[t_keep],
+            target_timestamps=self.target_timestamps[t_keep],
+        )
+
     @classmethod
     def from_masks(
         cls, seqs: Sequences, history: np.ndarray, target: np.ndarray, min_history: int = 0

@@ -55,6 +55,7 @@ class EvalConfig(BaseModel):
     target: Literal["next", "all"] = "next"
     sampled_negatives: int | None = Field(None, ge=1)
     seed: int = 0
+    head: Literal["item", "purchase"] = Field("item", description="score with the next-item or next-purchase head")
 
     @field_validator("ks")
     @classmethod
@@ -70,6 +71,8 @@ class EvalConfig(BaseModel):
         parts.append("seen items filtered" if self.filter_seen else "seen items kept")
         if self.target == "all":
             parts.append("all window items as targets")
+        if self.head == "purchase":
+            parts.append("next-purchase scores")
         return ", ".join(parts)
 
 
@@ -155,12 +158,13 @@ def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = 
     recommended = {k: np.zeros(width, dtype=bool) for k in ks}
     top_k = min(max(ks), n_items)
     h_off = eval_set.history_offsets
+    score = model.score_purchase if config.head == "purchase" else model.score
 
     with torch.no_grad(), torch.inference_mode():
         for start in range(0, n_users, config.chunk_users):
             end = min(start + config.chunk_users, n_users)
             rows = np.arange(start, end)
-            scores = model.score(Histories.from_eval_set(eval_set, model.max_len, rows))
+            scores = score(Histories.from_eval_set(eval_set, model.max_len, rows))
             if tuple(scores.shape) != (end - start, width):
                 raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}, "
                                  f"expected {(end - start, width)}")

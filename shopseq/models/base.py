@@ -125,6 +125,14 @@ class Recommender(ABC):
     def encode(self, histories: Histories) -> np.ndarray:
         """float32 (B, d) user vectors in the model's own space."""
 
+    def score_purchase(self, histories: Histories) -> torch.Tensor:
+        """Scores of the next PURCHASED item; models without a purchase head use ``score``."""
+        return self.score(histories)
+
+    def next_type_probabilities(self, histories: Histories) -> np.ndarray | None:
+        """(B, n_event_types) probabilities of the next event's type, or None without such a head."""
+        return None
+
     @property
     def max_len(self) -> int:
         """How many of the most recent events the model reads."""

@@ -29,7 +29,7 @@ from shopseq.training.trainer import Trainer
 
 __all__ = [
     "Dropout", "NeuralConfig", "NeuralRecommender", "SequenceModule", "TransformerBlock", "TransformerConfig",
-    "left_align",
+    "left_align", "left_align_histories",
 ]
 
 
@@ -50,17 +50,38 @@ class TransformerConfig(NeuralConfig):
     ffn_mult: int = Field(1, ge=1, description="feed-forward width = ffn_mult x hidden")
 
 
-def left_align(items: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-aligned (B, W) histories -> left-aligned (B, <= max_len) of the last ``max_len`` events."""
-    items = np.asarray(items, dtype=np.int64)
-    width = items.shape[1]
+def _left_index(width: int, lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source columns of right-aligned (B, width) rows for left-aligned windows of <= max_len."""
     lengths = np.minimum(np.asarray(lengths, dtype=np.int64), min(width, max_len))
     out_w = max(int(lengths.max()) if len(lengths) else 1, 1)
     cols = np.arange(out_w)
     valid = cols[None, :] < lengths[:, None]
     src = np.where(valid, (width - lengths)[:, None] + cols[None, :], 0)
-    out = np.where(valid, np.take_along_axis(items, src, axis=1), 0) if width else np.zeros((len(items), 1), np.int64)
-    return torch.from_numpy(np.ascontiguousarray(out)), torch.from_numpy(lengths)
+    return src, valid, lengths
+
+
+def _gather(values: np.ndarray, src: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+    values = np.asarray(values, dtype=np.int64)
+    if values.shape[1] == 0:
+        return torch.zeros(src.shape, dtype=torch.int64)
+    return torch.from_numpy(np.ascontiguousarray(np.where(valid, np.take_along_axis(values, src, axis=1), 0)))
+
+
+def left_align(items: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-aligned (B, W) histories -> left-aligned (B, <= max_len) of the last ``max_len`` events."""
+    items = np.asarray(items)
+    src, valid, lengths = _left_index(items.shape[1], lengths, max_len)
+    return _gather(items, src, valid), torch.from_numpy(lengths)
+
+
+def left_align_histories(histories: Histories, max_len: int, with_features: bool) -> Batch:
+    """``Histories`` -> a left-aligned ``Batch`` (with event types and timestamps when asked)."""
+    src, valid, lengths = _left_index(histories.items.shape[1], histories.lengths, max_len)
+    users = np.zeros(len(lengths), dtype=np.int64)
+    if not with_features:
+        return Batch(_gather(histories.items, src, valid), torch.from_numpy(lengths), users)
+    return Batch(_gather(histories.items, src, valid), torch.from_numpy(lengths), users,
+                 _gather(histories.types, src, valid), _gather(histories.timestamps, src, valid))
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -134,6 +155,8 @@ class SequenceModule(nn.Module):
 
     item_emb: nn.Embedding
     window: int  # events per training window the batcher cuts
+    reads_event_features: bool = False  # True: inputs carry event types and timestamps
+    trains_on_event_types: bool = False  # True: training batches need event types (auxiliary targets)
 
     def __init__(self, n_items: int) -> None:
         super().__init__()
@@ -146,6 +169,15 @@ class SequenceModule(nn.Module):
     @abstractmethod
     def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states (N, d) of a batch's target positions and the target items (N,)."""
+
+    def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``training_pairs`` plus the weighted summed loss of any auxiliary heads (None: no heads)."""
+        h, targets = self.training_pairs(batch)
+        return h, targets, None
+
+    def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
+        """``user_vectors`` of a left-aligned batch (models with event features override this)."""
+        return self.user_vectors(batch.items, batch.lengths)
 
     @abstractmethod
     def mean_targets(self, lengths: np.ndarray) -> float:
@@ -189,7 +221,9 @@ class NeuralRecommender(Recommender):
         if validate is None and valid is not None:
             validate = self._validator(valid)
         tc = self.config.train
-        batcher = LengthBatcher.from_sequences(train, self.module.window, tc.batch_size)
+        batcher = LengthBatcher.from_sequences(train, self.module.window, tc.batch_size,
+                                               with_features=self.module.reads_event_features
+                                               or self.module.trains_on_event_types)
         counts = np.bincount(np.asarray(train.items, dtype=np.int64), minlength=self.n_items + 1)
         trainer = Trainer(self.module, batcher, tc, n_items=self.n_items, item_counts=counts, validate=validate,
                           checkpoint_dir=checkpoint_dir, resume=resume, desc=self.name)
@@ -203,11 +237,13 @@ class NeuralRecommender(Recommender):
         return lambda: {k: float(v) for k, v in evaluate(self, valid, config).metrics.items()}
 
     # -- scoring --------------------------------------------------------------------------
+    def _batch(self, histories: Histories) -> Batch:
+        return left_align_histories(histories, self.max_len, self.module.reads_event_features)
+
     def _user_vectors(self, histories: Histories) -> torch.Tensor:
-        items, lengths = left_align(histories.items, histories.lengths, self.max_len)
         self.module.eval()
         with torch.no_grad():
-            return self.module.user_vectors(items, lengths)
+            return self.module.batch_user_vectors(self._batch(histories))
 
     def score(self, histories: Histories) -> torch.Tensor:
         u = self._user_vectors(histories)

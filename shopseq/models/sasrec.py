@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from shopseq.data.attributes import ItemAttributes
+from shopseq.data.schema import EventType
+from shopseq.models.base import Histories
+from shopseq.models.features import N_EVENT_TYPES, AuxHeads, EventEmbedding, EventFeatures
 from shopseq.models.neural import (
     Dropout,
     NeuralRecommender,
@@ -24,6 +29,7 @@ from shopseq.models.neural import (
 )
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
+from shopseq.training.losses import full_softmax_ce
 
 __all__ = ["SASRec", "SASRecConfig", "SASRecModule"]
 
@@ -34,6 +40,19 @@ class SASRecConfig(TransformerConfig):
     # 0 on attention weights measured better on Beauty (test NDCG@10 0.0572 vs 0.0560 with 0.5) and
     # lets SDPA use its fused kernel (its dropout path is the slow math one)
     attn_dropout: float | None = Field(0.0, description="attention-weight dropout; None = dropout")
+    features: EventFeatures = Field(default_factory=EventFeatures, description="event inputs beside the item")
+    aux: AuxHeads = Field(default_factory=AuxHeads, description="heads trained jointly with next-item")
+
+
+def next_purchase_targets(items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """(B, W - 1): for input position t of a left-aligned window, the item of the first purchase at
+    a later position of the window (0 when there is none) — the next-purchased-item target."""
+    width = items.shape[1]
+    is_purchase = (types == int(EventType.PURCHASE)) & (items != 0)
+    position = torch.where(is_purchase, torch.arange(width, device=items.device), width)
+    # suffix minimum over positions t+1 .. W-1: flip, running minimum, flip back
+    later = torch.flip(torch.cummin(torch.flip(position[:, 1:], [1]), dim=1).values, [1])
+    return torch.where(later < width, items.gather(1, later.clamp_max(width - 1)), torch.zeros_like(later))
 
 
 class SASRecModule(SequenceModule):
@@ -50,26 +69,87 @@ class SASRecModule(SequenceModule):
             for _ in range(c.layers)
         )
         self.final_norm = nn.LayerNorm(c.hidden) if c.norm_first else nn.Identity()
+        self.features = EventEmbedding(n_items, c.hidden, c.features)
+        self.aux = c.aux
+        self.type_head = nn.Linear(c.hidden, N_EVENT_TYPES) if c.aux.next_type > 0 else None
+        self.purchase_proj = nn.Linear(c.hidden, c.hidden) if c.aux.next_purchase > 0 else None
+        self.reads_event_features = c.features.any_event_inputs
+        self.trains_on_event_types = c.aux.any
         init_weights(self)
 
-    def hidden_states(self, items: torch.Tensor) -> torch.Tensor:
-        """(B, L, d) causal hidden states of left-aligned ``items``: state t sees items 0..t only
+    def hidden_states(self, items: torch.Tensor, lengths: torch.Tensor | None = None,
+                      types: torch.Tensor | None = None, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, d) causal hidden states of left-aligned ``items``: state t sees events 0..t only
         (padding sits after the real events, so the causal mask alone keeps it out)."""
         positions = torch.arange(items.shape[1], device=items.device)
-        x = self.drop(self.emb_norm(self.item_emb(items) + self.pos_emb(positions)))
+        x = self.item_emb(items) + self.pos_emb(positions)
+        if lengths is None:
+            lengths = (items != 0).sum(dim=1)
+        extra = self.features(items, lengths, types, timestamps)
+        if extra is not None:
+            x = x + extra
+        x = self.drop(self.emb_norm(x))
         for block in self.blocks:
             x = block(x, causal=True)
         return self.final_norm(x)
 
+    def output_weight(self) -> torch.Tensor:
+        weight = self.item_emb.weight
+        attrs = self.features.attribute_vectors()
+        return weight if attrs is None else weight + attrs  # tied: the same item vector as the input side
+
+    def _last_states(self, batch: Batch) -> torch.Tensor:
+        h = self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps)
+        last = (batch.lengths - 1).clamp_min(0)  # an empty history reads the (constant) padding state
+        return h[torch.arange(len(batch.items)), last]
+
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        h = self.hidden_states(items)
-        last = (lengths - 1).clamp_min(0)  # an empty history reads the (constant) padding state
-        return h[torch.arange(len(items)), last]
+        return self._last_states(Batch(items, lengths, np.zeros(len(items), dtype=np.int64)))
+
+    def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
+        return self._last_states(batch)
+
+    def purchase_vectors(self, batch: Batch) -> torch.Tensor:
+        """(B, d) vectors that score the next PURCHASED item (the next-item vectors without a head)."""
+        h = self._last_states(batch)
+        return h if self.purchase_proj is None else self.purchase_proj(h)
+
+    def next_type_logits(self, batch: Batch) -> torch.Tensor:
+        if self.type_head is None:
+            raise ValueError("this model has no next-event-type head (aux.next_type = 0)")
+        return self.type_head(self._last_states(batch))
+
+    def _input_states(self, batch: Batch) -> torch.Tensor:
+        inputs = batch.items[:, :-1]
+        lengths = batch.lengths.clamp_max(inputs.shape[1])
+        types = None if batch.types is None else batch.types[:, :-1]
+        stamps = None if batch.timestamps is None else batch.timestamps[:, :-1]
+        return self.hidden_states(inputs, lengths, types, stamps)
 
     def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = batch.items[:, :-1], batch.items[:, 1:]
+        h, targets, _ = self.training_terms(batch)
+        return h, targets
+
+    def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        states = self._input_states(batch)
+        targets = batch.items[:, 1:]
         keep = targets != 0
-        return self.hidden_states(inputs)[keep], targets[keep]
+        h = states[keep]
+        if not self.aux.any:
+            return h, targets[keep], None
+        if batch.types is None:
+            raise ValueError("auxiliary heads need event types in the batches")
+        aux = h.new_zeros(())
+        if self.type_head is not None:
+            next_types = batch.types[:, 1:][keep]
+            aux = aux + self.aux.next_type * F.cross_entropy(self.type_head(h), next_types, reduction="sum")
+        if self.purchase_proj is not None:
+            p_targets = next_purchase_targets(batch.items, batch.types)
+            p_keep = (p_targets != 0) & (batch.items[:, :-1] != 0)
+            if bool(p_keep.any()):
+                hp = self.purchase_proj(states[p_keep])
+                aux = aux + self.aux.next_purchase * full_softmax_ce(hp, self.output_weight(), p_targets[p_keep])
+        return h, targets[keep], aux
 
     def mean_targets(self, lengths: np.ndarray) -> float:
         return float(np.mean(np.asarray(lengths) - 1)) if len(lengths) else 1.0
@@ -81,5 +161,25 @@ class SASRec(NeuralRecommender):
     config_class = SASRecConfig
     config: SASRecConfig
 
+    module: SASRecModule
+
     def build_module(self) -> SASRecModule:
         return SASRecModule(self.n_items, self.config)
+
+    def set_item_attributes(self, attrs: ItemAttributes) -> None:
+        """Load the item -> attribute-token matrix (the config must come from ``with_attributes``)."""
+        if attrs.matrix.shape[0] != self.n_items + 1:
+            raise ValueError(f"attributes cover {attrs.matrix.shape[0] - 1} items, the model has {self.n_items}")
+        self.module.features.set_item_attributes(torch.from_numpy(attrs.matrix))
+
+    def score_purchase(self, histories: Histories) -> torch.Tensor:
+        self.module.eval()
+        with torch.no_grad():
+            return (self.module.purchase_vectors(self._batch(histories)) @ self.module.output_weight().t()).float()
+
+    def next_type_probabilities(self, histories: Histories) -> np.ndarray | None:
+        if self.module.type_head is None:
+            return None
+        self.module.eval()
+        with torch.no_grad():
+            return torch.softmax(self.module.next_type_logits(self._batch(histories)), dim=1).float().numpy()

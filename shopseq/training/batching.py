@@ -26,6 +26,8 @@ class Batch:
     items: torch.Tensor  # int64 (B, W): left-aligned windows, 0 after each row's end
     lengths: torch.Tensor  # int64 (B,): real events per row (>= 1)
     users: np.ndarray  # int64 (B,): user index of every row
+    types: torch.Tensor | None = None  # int64 (B, W) event types, when the model reads them
+    timestamps: torch.Tensor | None = None  # int64 (B, W) ms, when the model reads them
 
     @property
     def size(self) -> int:
@@ -36,7 +38,7 @@ class LengthBatcher:
     """Batches over the users of ``offsets``/``items`` with at least ``min_length`` events."""
 
     def __init__(self, offsets: np.ndarray, items: np.ndarray, window: int, batch_size: int,
-                 min_length: int = 2) -> None:
+                 min_length: int = 2, types: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> None:
         if window < 1 or batch_size < 1:
             raise ValueError("window and batch_size must be >= 1")
         offsets = np.asarray(offsets, dtype=np.int64)
@@ -45,11 +47,17 @@ class LengthBatcher:
         self.lengths = np.minimum(full[self.users], window)  # window length of every kept user
         self.ends = offsets[self.users + 1]
         self.items = np.asarray(items)
+        # event features are gathered only for models that read them (they cost time per batch)
+        self.types = None if types is None else np.asarray(types)
+        self.timestamps = None if timestamps is None else np.asarray(timestamps)
         self.window = window
         self.batch_size = batch_size
 
     @classmethod
-    def from_sequences(cls, seqs: Sequences, window: int, batch_size: int, min_length: int = 2) -> LengthBatcher:
+    def from_sequences(cls, seqs: Sequences, window: int, batch_size: int, min_length: int = 2,
+                       with_features: bool = False) -> LengthBatcher:
+        if with_features:
+            return cls(seqs.offsets, seqs.items, window, batch_size, min_length, seqs.event_types, seqs.timestamps)
         return cls(seqs.offsets, seqs.items, window, batch_size, min_length)
 
     @property
@@ -77,8 +85,14 @@ class LengthBatcher:
         cols = np.arange(width)
         valid = cols[None, :] < lengths[:, None]
         src = (self.ends[rows] - lengths)[:, None] + cols[None, :]
-        items = np.where(valid, self.items[np.where(valid, src, 0)], 0).astype(np.int64)
-        return Batch(torch.from_numpy(items), torch.from_numpy(lengths.astype(np.int64)), self.users[rows])
+        src = np.where(valid, src, 0)
+
+        def take(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.where(valid, values[src], 0).astype(np.int64))
+
+        return Batch(take(self.items), torch.from_numpy(lengths.astype(np.int64)), self.users[rows],
+                     None if self.types is None else take(self.types),
+                     None if self.timestamps is None else take(self.timestamps))
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
         for rows in self.plan(rng):

@@ -40,8 +40,9 @@ Validate = Callable[[], dict[str, float]]
 class Trainable(Protocol):
     """What the trainer needs from a model's torch module (besides being an ``nn.Module``)."""
 
-    def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states (N, d) of the target positions of a batch and their target items (N,)."""
+    def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Hidden states (N, d) of the target positions of a batch, their target items (N,), and the
+        weighted summed loss of auxiliary heads (None when the model has none)."""
         ...
 
     def output_weight(self) -> torch.Tensor:
@@ -133,7 +134,7 @@ class Trainer:
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         model: Trainable = self.module  # type: ignore[assignment]
-        h, targets = model.training_pairs(batch)
+        h, targets, aux = model.training_terms(batch)
         weight = model.output_weight()
         c = self.config
         if c.loss == "ce":
@@ -142,6 +143,8 @@ class Trainer:
             total = sampled_softmax(h, weight, targets, uniform_negatives(self.n_items, c.n_negatives), self.log_pop)
         else:
             total = gbce(h, weight, targets, uniform_negatives(self.n_items, c.n_negatives), self.beta)
+        if aux is not None:
+            total = total + aux
         return total, len(targets)
 
     def _state(self) -> dict[str, torch.Tensor]:

@@ -1,0 +1,222 @@
+"""Multi-behaviour SASRec: event-type / time / attribute inputs and the next-type and
+next-purchase heads — feature arithmetic, the contract with everything on, and learning tests on
+data where the extra signal really decides the answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from contract import check_recommender_contract, shop_split
+
+from shopseq.data.attributes import ItemAttributes, item_attributes
+from shopseq.data.schema import EventType
+from shopseq.data.sequences import Sequences
+from shopseq.data.splits import EvalSet
+from shopseq.data.vocab import Vocabulary
+from shopseq.evaluation import EvalConfig, evaluate
+from shopseq.evaluation.next_type import evaluate_next_type, markov_type_predictions, type_metrics
+from shopseq.models.base import Histories
+from shopseq.models.features import EventFeatures, gap_buckets, hour_of_week, with_attributes
+from shopseq.models.sasrec import SASRec, SASRecConfig, next_purchase_targets
+from shopseq.training import TrainConfig
+
+FAST = {"batch_size": 64, "lr": 5e-3, "warmup_steps": 0, "quiet": True, "threads": 1}
+VIEW, CART, PURCHASE = int(EventType.VIEW), int(EventType.CART), int(EventType.PURCHASE)
+
+
+def sasrec(n_items: int, epochs: int = 1, **arch: object) -> SASRec:
+    arch = {"hidden": 32, "max_len": 12, "dropout": 0.1, "layers": 1, "heads": 2, **arch}
+    config = SASRecConfig(train=TrainConfig(epochs=epochs, **FAST), **arch)
+    return SASRec(config, n_items)
+
+
+def make_sequences(items: np.ndarray, types: np.ndarray, n_items: int) -> Sequences:
+    """Equal-length users (rows of the (U, L) arrays), one event per minute."""
+    n_users, length = items.shape
+    stamps = (np.arange(n_users * length, dtype=np.int64) * 60_000).reshape(n_users, length)
+    return Sequences(
+        offsets=np.arange(n_users + 1, dtype=np.int64) * length,
+        items=items.ravel().astype(np.int32), event_types=types.ravel().astype(np.int8),
+        timestamps=stamps.ravel(),
+        user_vocab=Vocabulary([f"u{u}" for u in range(n_users)], "user"),
+        item_vocab=Vocabulary([f"i{i}" for i in range(1, n_items + 1)], "item"),
+    )
+
+
+def last_event_split(seqs: Sequences) -> tuple[Sequences, Histories, np.ndarray, np.ndarray]:
+    last = np.zeros(seqs.n_events, dtype=bool)
+    last[seqs.offsets[1:] - 1] = True
+    train = seqs.subset(~last)
+    return train, Histories.from_sequences(train, 50), seqs.items[last].astype(np.int64), seqs.event_types[last]
+
+
+def hit_rate(scores: torch.Tensor, targets: np.ndarray, k: int) -> float:
+    scores = scores.clone()
+    scores[:, 0] = -torch.inf
+    return float((torch.topk(scores, k, dim=1).indices.numpy() == targets[:, None]).any(1).mean())
+
+
+# ----------------------------------------------------------------------------------------- feature maths
+def test_gap_buckets_are_log2_seconds_and_zero_on_padding() -> None:
+    ts = torch.tensor([[0, 500, 1_500, 4_500, 0], [10_000, 10_000, 0, 0, 0]])
+    buckets = gap_buckets(ts, torch.tensor([4, 2]))
+    # gaps 0.5 s -> 1, 1 s -> 2 (log2(2) = 1, +1), 3 s -> 3 (log2(4) = 2, +1); first event 0
+    assert buckets.tolist() == [[0, 1, 2, 3, 0], [0, 1, 0, 0, 0]]
+
+
+def test_hour_of_week_starts_on_monday_utc() -> None:
+    monday_9 = 1_732_525_200_000  # 2024-11-25 09:00 UTC, a Monday
+    sunday_23 = monday_9 - 10 * 3_600_000
+    hours = hour_of_week(torch.tensor([[monday_9, sunday_23]]), torch.tensor([2]))
+    assert hours.tolist() == [[10, 168]]
+
+
+def test_next_purchase_targets_skip_views() -> None:
+    items = torch.tensor([[5, 6, 7, 8, 9, 0]])
+    types = torch.tensor([[VIEW, PURCHASE, VIEW, VIEW, PURCHASE, 0]])
+    # input position t -> item of the first purchase after t
+    assert next_purchase_targets(items, types).tolist() == [[6, 9, 9, 9, 0]]
+
+
+def test_type_metrics_accuracy_and_macro_f1() -> None:
+    scores = type_metrics(np.array([0, 0, 3, 3]), np.array([0, 3, 3, 3]))
+    assert scores.accuracy == pytest.approx(0.75)
+    # class 0: P 1/2 R 1 -> F1 2/3; class 3: P 1 R 2/3 -> F1 0.8
+    assert scores.macro_f1 == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_purchase_eval_set_keeps_only_purchase_targets() -> None:
+    split = shop_split()
+    purchases = split.test.with_target_types((PURCHASE,))
+    assert 0 < purchases.n_users < split.test.n_users
+    assert (purchases.target_types == PURCHASE).all()
+    kept = np.isin(split.test.users, purchases.users)
+    assert purchases.n_history_events == int(split.test.history_lengths()[kept].sum())
+
+
+# ----------------------------------------------------------------------------------------- attributes
+def test_item_attributes_from_the_items_table_and_event_categories() -> None:
+    con = duckdb.connect()
+    con.register("items", pa.table({
+        "item_id": ["a", "b", "c"], "category_path": [["Home", "Kitchen"], ["Home", "Bath"], None],
+        "brand": ["acme", "acme", None], "attributes": [None, None, None]}))
+    con.register("events", pa.table({"item_id": ["d", "d", "e", "c"], "category": ["7", "7", "7", "9"]}))
+    vocab = Vocabulary(["a", "b", "c", "d", "e", "f"], "item")
+    attrs = item_attributes(con, vocab)
+    names = {i: {attrs.tokens[t - 1] for t in attrs.matrix[i] if t} for i in range(1, 7)}
+    # tokens on one item only (cat2 levels, c's category 9) carry nothing shared and are dropped
+    assert names[1] == names[2] == {"cat1:Home", "brand:acme"}
+    assert names[4] == names[5] == {"cat:7"}
+    assert names[3] == names[6] == set()
+    assert attrs.coverage() == pytest.approx(4 / 6)
+
+
+# ----------------------------------------------------------------------------------------- contract
+def test_contract_with_every_feature_and_head(tmp_path: Path) -> None:
+    split = shop_split()
+    n = split.train.n_items
+    rng = np.random.default_rng(0)
+    attrs = ItemAttributes(rng.integers(0, 6, size=(n + 1, 3)).astype(np.int32), [f"t{i}" for i in range(5)])
+    attrs.matrix[0] = 0
+    features = EventFeatures(event_types=True, time_gaps=True, hour_of_week=True)
+
+    def factory() -> SASRec:
+        config = SASRecConfig(hidden=16, max_len=12, dropout=0.1, layers=1, heads=2, features=features,
+                              aux={"next_type": 0.5, "next_purchase": 0.5}, train=TrainConfig(epochs=1, **FAST))
+        model = SASRec(with_attributes(config, attrs), n)
+        model.set_item_attributes(attrs)
+        return model
+
+    model = check_recommender_contract(factory, split.train, split.test, tmp_path=tmp_path, atol=1e-5)
+    h = Histories.from_eval_set(split.test, model.max_len, np.arange(8))
+    probs = model.next_type_probabilities(h)
+    assert probs is not None and probs.shape == (8, len(EventType))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert tuple(model.score_purchase(h).shape) == (8, n + 1)
+
+
+# ----------------------------------------------------------------------------------------- learning
+def test_event_types_decide_the_next_item_and_the_typed_model_learns_it() -> None:
+    """Next item = item + 1 after a view, item + 7 after a cart (types at random): an item-only model
+    can be right at best half the time, one that reads event types can be right always."""
+    rng = np.random.default_rng(0)
+    n_items, n_users, length = 30, 600, 20
+    items = np.zeros((n_users, length), dtype=np.int64)
+    types = rng.choice([VIEW, CART], size=(n_users, length))
+    items[:, 0] = rng.integers(1, n_items + 1, n_users)
+    for t in range(1, length):  # a loop over positions, not rows
+        step = np.where(types[:, t - 1] == VIEW, 1, 7)
+        items[:, t] = (items[:, t - 1] - 1 + step) % n_items + 1
+    train, hist, targets, _ = last_event_split(make_sequences(items, types, n_items))
+    plain = sasrec(n_items, epochs=20).fit(train)
+    typed = sasrec(n_items, epochs=20, features=EventFeatures(event_types=True)).fit(train)
+    hr_plain, hr_typed = hit_rate(plain.score(hist), targets, 1), hit_rate(typed.score(hist), targets, 1)
+    assert hr_plain < 0.7, hr_plain
+    assert hr_typed > hr_plain + 0.2, (hr_typed, hr_plain)
+
+
+def test_next_type_head_beats_the_baselines_on_a_type_cycle() -> None:
+    """Types follow view -> view -> cart -> purchase -> view ... from a random phase: the type after a
+    view depends on the one before it, which the one-step Markov baseline cannot see."""
+    rng = np.random.default_rng(1)
+    cycle = np.array([VIEW, VIEW, CART, PURCHASE])
+    n_items, n_users, length = 40, 600, 30  # longer than max_len: every position embedding gets trained
+    phase = rng.integers(0, 4, n_users)
+    types = cycle[(phase[:, None] + np.arange(length)[None, :]) % 4]
+    items = rng.integers(1, n_items + 1, size=(n_users, length))
+    seqs = make_sequences(items, types, n_items)
+    train, _, _, _ = last_event_split(seqs)
+    eval_set = _last_event_eval_set(seqs)
+    model = sasrec(n_items, epochs=15, features=EventFeatures(event_types=True), aux={"next_type": 1.0}).fit(train)
+    result = evaluate_next_type(model, train, eval_set)
+    assert result["markov"]["accuracy"] < 0.8
+    assert result["sasrec"]["accuracy"] > 0.95
+    assert result["sasrec"]["macro_f1"] > result["markov"]["macro_f1"] + 0.15
+    assert (markov_type_predictions(train, eval_set) >= 0).all()
+
+
+def _last_event_eval_set(seqs: Sequences) -> EvalSet:
+    last = np.zeros(seqs.n_events, dtype=bool)
+    last[seqs.offsets[1:] - 1] = True
+    return EvalSet.from_masks(seqs, ~last, last, min_history=1)
+
+
+def test_purchase_head_predicts_the_purchase_a_next_item_model_cannot() -> None:
+    """Sessions of 'view a, view r1, view r2, purchase f(a)' (r random, f a fixed map), 2-5 sessions
+    per user, all shorter than max_len (so every position of a session is trained). After the last
+    session's 'view a' the next event is a random view, but the next purchase is f(a): the purchase
+    head knows it; a model with only the next-item head does not."""
+    rng = np.random.default_rng(2)
+    n_items, n_users, most = 40, 800, 5
+    a = rng.integers(1, n_items + 1, size=(n_users, most))
+    r = rng.integers(1, n_items + 1, size=(n_users, most, 2))
+    items = np.stack([a, r[..., 0], r[..., 1], (a - 1 + 5) % n_items + 1], axis=2).reshape(n_users, -1)
+    types = np.tile([VIEW, VIEW, VIEW, PURCHASE], (n_users, most))
+    sessions = rng.integers(2, most + 1, n_users)
+    seqs = make_sequences(items, types, n_items).subset((np.arange(4 * most) < 4 * sessions[:, None]).ravel())
+    target = items[np.arange(n_users), 4 * sessions - 1]
+    history = np.ones(seqs.n_events, dtype=bool)  # cut the last session after its first view
+    for back in (1, 2, 3):
+        history[seqs.offsets[1:] - back] = False
+    train = seqs.subset(history)
+    hist = Histories.from_sequences(train, 50)
+    # a history as long as the longest user's puts its last view at a position no training input had
+    fair = sessions < most
+    features = EventFeatures(event_types=True)
+    item_only = sasrec(n_items, epochs=10, max_len=24, features=features).fit(train)
+    with_head = sasrec(n_items, epochs=10, max_len=24, features=features, aux={"next_purchase": 1.0}).fit(train)
+    hr_item = hit_rate(item_only.score_purchase(hist)[fair], target[fair], 1)  # = its next-item scores
+    hr_head = hit_rate(with_head.score_purchase(hist)[fair], target[fair], 1)
+    assert hr_head > 0.9, hr_head
+    assert hr_item < 0.3, hr_item
+    # the evaluator scores the next-purchase task with the purchase head when asked
+    eval_set = EvalSet.from_masks(seqs, history, ~history, min_history=1).with_target_types((PURCHASE,))
+    assert (eval_set.next_items() == target).all()
+    config = EvalConfig(ks=(1,), filter_seen=False, head="purchase")
+    assert evaluate(with_head, eval_set, config).metrics["hr@1"] > evaluate(item_only, eval_set, config).metrics[
+        "hr@1"] + 0.5
