@@ -1,0 +1,178 @@
+"""Multi-behaviour ablation: does SASRec gain from event types, time features, item attributes and
+the next-purchase / next-type heads?
+
+    python benchmarks/bench_behaviour.py --datasets synthetic taobao --seed 0
+
+Protocol (every number says it): global time split (the last 10% of events by time are the test
+window, the 10% before it validation), full ranking over all items, seen items KEPT (shops re-view
+and re-buy: a seen-item filter would make every repeat purchase unreachable). Per variant:
+
+* next item: the first test-window event of each user (HR@10, NDCG@10);
+* next purchase: the first PURCHASE of each user's test window, scored with the purchase head
+  where the variant has one, with the next-item scores otherwise (HR@10, NDCG@10);
+* next event type (variants with the type head): accuracy and macro-F1 against the majority
+  class and the type-Markov baseline.
+
+Every variant trains with the same budget and early-stops on validation next-purchase NDCG@10
+(the task the heads are for); the item-only variant is the plain SASRec of the Amazon benchmark.
+Data: the built-in synthetic shop (generated here) and the Taobao UserBehavior head sample from
+../shared/data (skipped with a message when absent). Records go to benchmarks/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shopseq.benchmarking import BenchRecord, append_record, peak_rss_mb, write_markdown
+from shopseq.data.attributes import ItemAttributes, item_attributes
+from shopseq.data.formats.base import ReadOptions
+from shopseq.data.ingest import ingest_file
+from shopseq.data.schema import EventType
+from shopseq.data.sequences import Sequences, build_sequences
+from shopseq.data.splits import GlobalTimeSplit, Split
+from shopseq.data.store import EventStore, upsert_items
+from shopseq.data.workspace import Workspace
+from shopseq.evaluation import EvalConfig, evaluate
+from shopseq.evaluation.next_type import evaluate_next_type
+from shopseq.models.features import EventFeatures, with_attributes
+from shopseq.models.sasrec import SASRec, SASRecConfig
+from shopseq.training import TrainConfig
+
+SHARED = Path(os.environ.get("SHOPSEQ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+TAOBAO = SHARED / "taobao-userbehavior-sample" / "UserBehavior_head.csv.gz"
+PURCHASE = (int(EventType.PURCHASE),)
+
+TYPES = {"event_types": True}
+TIME = {"event_types": True, "time_gaps": True, "hour_of_week": True}
+HEADS = {"next_purchase": 0.5, "next_type": 0.2}
+# label -> (event features, use attributes, auxiliary heads)
+VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float]]] = {
+    "item only": ({}, False, {}),
+    "+ event types": (TYPES, False, {}),
+    "+ types + time": (TIME, False, {}),
+    "+ types + time + attributes": (TIME, True, {}),
+    "+ types + time + attributes + heads": (TIME, True, HEADS),
+}
+
+
+def load_synthetic(scratch: Path, users: int, seed: int) -> tuple[Sequences, ItemAttributes]:
+    from shopseq.cli.demo_commands import SYNTHETIC_OPTIONS
+    from shopseq.synthetic import SyntheticShopConfig, generate_shop, write_shop
+
+    root = scratch / f"synthetic-{users}-{seed}"
+    shop_dir = root / "shop"
+    if not (shop_dir / "events.parquet").exists():
+        write_shop(generate_shop(SyntheticShopConfig(n_users=users, seed=seed)), shop_dir)
+    with EventStore.open(Workspace(root / "ws")) as store:
+        ingest_file(store, shop_dir / "events.parquet", "parquet", SYNTHETIC_OPTIONS)
+        import pyarrow.parquet as pq
+
+        upsert_items(store, pq.read_table(shop_dir / "items.parquet"))
+        seqs = build_sequences(store.con)
+        return seqs, item_attributes(store.con, seqs.item_vocab)
+
+
+def load_taobao(scratch: Path) -> tuple[Sequences, ItemAttributes] | None:
+    if not TAOBAO.exists():
+        print(f"skipping taobao: {TAOBAO} is absent", file=sys.stderr)
+        return None
+    with EventStore.open(Workspace(scratch / "taobao")) as store:
+        ingest_file(store, TAOBAO, "taobao", ReadOptions())
+        seqs = build_sequences(store.con)
+        return seqs, item_attributes(store.con, seqs.item_vocab)
+
+
+def make_model(label: str, n_items: int, attrs: ItemAttributes, train: TrainConfig) -> SASRec:
+    features, use_attrs, heads = VARIANTS[label]
+    config = SASRecConfig(features=EventFeatures(**features), aux=heads, train=train)
+    if use_attrs:
+        config = with_attributes(config, attrs)
+    model = SASRec(config, n_items)
+    if use_attrs:
+        model.set_item_attributes(attrs)
+    return model
+
+
+def purchase_validator(model: SASRec, split: Split) -> Callable[[], dict[str, float]]:
+    valid = split.valid.with_target_types(PURCHASE)
+    config = EvalConfig(ks=(10,), filter_seen=False, head="purchase")
+    return lambda: {k: float(v) for k, v in evaluate(model, valid, config).metrics.items()}
+
+
+def run_variant(label: str, dataset: str, seqs: Sequences, attrs: ItemAttributes, split: Split,
+                train: TrainConfig, command: str, record: bool) -> dict[str, Any]:
+    model = make_model(label, seqs.n_items, attrs, train)
+    started = time.perf_counter()
+    model.fit(split.train, validate=purchase_validator(model, split))
+    train_seconds = time.perf_counter() - started
+    item_cfg = EvalConfig(ks=(10,), filter_seen=False)
+    next_item = evaluate(model, split.test, item_cfg)
+    test_p = split.test.with_target_types(PURCHASE)
+    next_purchase = evaluate(model, test_p, item_cfg.model_copy(update={"head": "purchase"}))
+    metrics = {"item_ndcg@10": next_item.metrics["ndcg@10"], "item_hr@10": next_item.metrics["hr@10"],
+               "purchase_ndcg@10": next_purchase.metrics["ndcg@10"], "purchase_hr@10": next_purchase.metrics["hr@10"]}
+    types = evaluate_next_type(model, split.train, split.test)
+    if model.name in types:
+        metrics |= {"type_acc": types[model.name]["accuracy"], "type_f1": types[model.name]["macro_f1"],
+                    "markov_type_acc": types["markov"]["accuracy"], "markov_type_f1": types["markov"]["macro_f1"],
+                    "majority_type_acc": types["majority"]["accuracy"]}
+    per_epoch = [r["seconds"] for r in model.history]
+    print(f"{dataset} · {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+          + f" · {len(per_epoch)} epochs, {train_seconds:.0f} s", flush=True)
+    if record:
+        append_record(BenchRecord(
+            bench="behaviour-ablation", dataset=dataset, model="sasrec", variant=label,
+            counts={"users": seqs.n_users, "items": seqs.n_items, "events": seqs.n_events,
+                    "test_users": split.test.n_users, "purchase_test_users": test_p.n_users},
+            protocol={"split": "global time 80/10/10", "ranking": "full", "filter_seen": False,
+                      "early_stopping": "valid next-purchase NDCG@10",
+                      "attribute_coverage": round(attrs.coverage(), 3)},
+            metrics={k: round(v, 5) for k, v in metrics.items()},
+            timing={"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 2),
+                    "epochs": len(per_epoch), "train_seconds": round(train_seconds, 1),
+                    "peak_rss_mb": round(peak_rss_mb())},
+            seed=train.seed, command=command,
+        ))
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["synthetic", "taobao"], choices=["synthetic", "taobao"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--users", type=int, default=10_000, help="synthetic shop size")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/shopseq-bench/behaviour"))
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to results.jsonl")
+    args = parser.parse_args()
+    command = "python benchmarks/bench_behaviour.py " + " ".join(sys.argv[1:])
+    train = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, threads=args.threads, quiet=True)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for dataset in args.datasets:
+        loaded = load_synthetic(args.scratch, args.users, args.seed) if dataset == "synthetic" else load_taobao(
+            args.scratch)
+        if loaded is None:
+            continue
+        seqs, attrs = loaded
+        split = GlobalTimeSplit().split(seqs)
+        print(f"{dataset}: {seqs!r}; attributes on {attrs.coverage():.0%} of items ({attrs.n_tokens} tokens)\n"
+              f"{split.describe()}", flush=True)
+        results[dataset] = {label: run_variant(label, dataset, seqs, attrs, split, train, command,
+                                               not args.no_record) for label in args.variants}
+    print(json.dumps(results, indent=2))
+    if not args.no_record:
+        write_markdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Session-based next-click benchmarks under the SR-GNN / GCE-GNN protocol.
+
+    python benchmarks/bench_sessions.py --datasets diginetica tmall --models sasrec gru4rec --seed 0
+
+Data: ../shared/data/session-benchmarks-gcegnn (GCE-GNN's published splits, item ids 1..N):
+training sessions, and test examples ``label<TAB>prefix``. The models run in session mode: every
+session is a "user" with no id beyond the session, no event types, no timestamps. Every position
+of a training session is a target (the equivalent of SR-GNN's prefix augmentation, in one pass).
+Test: rank all items for every prefix, seen items NOT filtered (the published protocol), and
+report P@20 (= HR@20: one label per prefix) and MRR@20, in percent as the papers print them,
+beside the published SR-GNN and GCE-GNN numbers. Early stopping watches 5% of the training
+sessions held out (their last click), never the test file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from shopseq.benchmarking import BenchRecord, append_record, peak_rss_mb, write_markdown
+from shopseq.data.sequences import Sequences
+from shopseq.data.splits import EvalSet
+from shopseq.data.vocab import Vocabulary
+from shopseq.evaluation import EvalConfig, evaluate
+from shopseq.models.registry import build_model
+from shopseq.runs.experiment import model_from_dict
+
+SHARED = Path(os.environ.get("SHOPSEQ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+FOLDER = SHARED / "session-benchmarks-gcegnn"
+FILES = {"diginetica": "diginetica", "tmall": "Tmall"}
+# (P@20, MRR@20) in percent, from the GCE-GNN paper (SIGIR 2020), Table 3
+PUBLISHED = {"diginetica": {"SR-GNN": (50.73, 17.59), "GCE-GNN": (54.22, 19.04)},
+             "tmall": {"SR-GNN": (27.57, 13.72), "GCE-GNN": (33.42, 15.42)}}
+
+
+def _token_lists(path: Path, column: str = "line") -> tuple[np.ndarray, np.ndarray]:
+    """(lengths, flat int32 tokens) of a whitespace-separated file of ints, one list per line."""
+    con = duckdb.connect()
+    rows = con.sql(f"""
+        SELECT list_transform(string_split(replace(trim({column}), chr(9), ' '), ' '), lambda x: x::INTEGER) AS toks
+        FROM read_csv('{path}', columns={{'{column}': 'VARCHAR'}}, header=false, auto_detect=false,
+                      delim='\\x01', quote='', escape='')
+        WHERE trim({column}) <> ''""").to_arrow_table().column("toks").combine_chunks()
+    return np.diff(rows.offsets.to_numpy()).astype(np.int64), rows.values.to_numpy().astype(np.int32)
+
+
+def load(dataset: str) -> tuple[Sequences, EvalSet, EvalSet, int] | None:
+    train_file = FOLDER / f"{FILES[dataset]}_train_sessions.txt.gz"
+    test_file = FOLDER / f"{FILES[dataset]}_test_prefix_label.txt.gz"
+    if not train_file.exists():
+        print(f"skipping {dataset}: {train_file} is absent", file=sys.stderr)
+        return None
+    lengths, items = _token_lists(train_file)
+    t_lengths, t_tokens = _token_lists(test_file)  # "label<TAB>prefix": the tab splits like a space below
+    n_items = int(max(items.max(), t_tokens.max()))
+    # test: first token of each line = label, the rest = prefix
+    t_off = np.concatenate([[0], np.cumsum(t_lengths)])
+    is_label = np.zeros(len(t_tokens), dtype=bool)
+    is_label[t_off[:-1]] = True
+    test = _eval_set(t_tokens[~is_label], t_lengths - 1, t_tokens[is_label], np.ones(len(t_lengths), np.int64))
+
+    # hold out the last click of 5% of the training sessions (length >= 2) for early stopping
+    rng = np.random.default_rng(0)
+    n = len(lengths)
+    held = (rng.random(n) < 0.05) & (lengths >= 2)
+    last = np.zeros(len(items), dtype=bool)
+    ends = np.cumsum(lengths)
+    last[ends[held] - 1] = True
+    train = _sequences(items[~last], lengths - held, n_items)
+    h_mask = np.repeat(held, lengths) & ~last
+    valid = _eval_set(items[h_mask], lengths[held] - 1, items[last], np.ones(int(held.sum()), np.int64))
+    return train, valid, test, n_items
+
+
+def _sequences(items: np.ndarray, lengths: np.ndarray, n_items: int) -> Sequences:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return Sequences(offsets=offsets, items=items.astype(np.int32), event_types=np.zeros(len(items), np.int8),
+                     timestamps=np.arange(len(items), dtype=np.int64),  # order only: sessions carry no clock
+                     user_vocab=Vocabulary([f"s{i}" for i in range(len(lengths))], "user"),
+                     item_vocab=Vocabulary([str(i) for i in range(1, n_items + 1)], "item"))
+
+
+def _eval_set(h_items: np.ndarray, h_lengths: np.ndarray, t_items: np.ndarray, t_lengths: np.ndarray) -> EvalSet:
+    def offsets(lengths: np.ndarray) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    return EvalSet(users=np.arange(len(h_lengths), dtype=np.int32), history_offsets=offsets(h_lengths),
+                   history_items=h_items.astype(np.int32), history_types=np.zeros(len(h_items), np.int8),
+                   history_timestamps=np.zeros(len(h_items), np.int64), target_offsets=offsets(t_lengths),
+                   target_items=t_items.astype(np.int32), target_types=np.zeros(len(t_items), np.int8),
+                   target_timestamps=np.zeros(len(t_items), np.int64))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["diginetica"], choices=sorted(FILES))
+    parser.add_argument("--models", nargs="+", default=["sasrec"])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--max-len", type=int, default=20, help="most recent clicks a model reads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    command = "python benchmarks/bench_sessions.py " + " ".join(sys.argv[1:])
+    eval_config = EvalConfig(ks=(20,), filter_seen=False)
+    for dataset in args.datasets:
+        loaded = load(dataset)
+        if loaded is None:
+            continue
+        train, valid, test, n_items = loaded
+        print(f"{dataset}: {train.n_users:,} training sessions, {train.n_events:,} clicks, {n_items:,} items; "
+              f"{test.n_users:,} test prefixes", flush=True)
+        for name in args.models:
+            spec = {"model": name, "max_len": args.max_len,
+                    "train": {"epochs": args.epochs, "patience": args.patience, "monitor": "mrr@20",
+                              "threads": args.threads, "quiet": True, "batch_size": 256}}
+            model = build_model(model_from_dict(spec, args.seed), n_items)
+            started = time.perf_counter()
+            model.fit(train, validate=lambda m=model, v=valid: evaluate(m, v, eval_config).metrics)
+            train_seconds = time.perf_counter() - started
+            result = evaluate(model, test, eval_config)
+            p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
+            per_epoch = [r["seconds"] for r in getattr(model, "history", [])]
+            published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items())
+            print(f"{dataset} {name}: P@20 {p20:.2f}, MRR@20 {mrr20:.2f} (published: {published}); "
+                  f"{len(per_epoch)} epochs, {train_seconds:.0f} s, eval {result.seconds:.1f} s", flush=True)
+            if not args.no_record:
+                append_record(BenchRecord(
+                    bench="sessions-gcegnn", dataset=dataset, model=name,
+                    variant=f"session mode, max_len {args.max_len}",
+                    counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": n_items,
+                            "test_prefixes": test.n_users},
+                    protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
+                              "early_stopping": "valid MRR@20 on the last click of 5% of training sessions",
+                              "published": {k: {"P@20": p, "MRR@20": m} for k, (p, m) in PUBLISHED[dataset].items()}},
+                    metrics={"P@20": round(p20, 2), "MRR@20": round(mrr20, 2)},
+                    timing={"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 1),
+                            "epochs": len(per_epoch), "train_seconds": round(train_seconds, 1),
+                            "eval_seconds": round(result.seconds, 1), "peak_rss_mb": round(peak_rss_mb())},
+                    seed=args.seed, command=command))
+    if not args.no_record:
+        write_markdown()
+
+
+if __name__ == "__main__":
+    main()
