@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from shopseq.benchmarking import BenchRecord, append_record, peak_rss_mb, write_markdown
+from shopseq.data.attributes import ItemAttributes, item_attributes
 from shopseq.data.formats.base import ReadOptions
 from shopseq.data.ingest import ingest_file
 from shopseq.data.sequences import Sequences, build_sequences
@@ -27,6 +28,7 @@ from shopseq.data.splits import LeaveOneOutSplit
 from shopseq.data.store import EventStore
 from shopseq.data.workspace import Workspace
 from shopseq.evaluation import EvalConfig, evaluate
+from shopseq.models.features import with_attributes
 from shopseq.models.registry import build_model
 from shopseq.runs.experiment import model_from_dict
 
@@ -34,14 +36,15 @@ DATASETS = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_a
 SHARED = Path(os.environ.get("SHOPSEQ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def load(dataset: str, scratch: Path) -> Sequences | None:
+def load(dataset: str, scratch: Path) -> tuple[Sequences, ItemAttributes] | None:
     src = SHARED / "amazon-s3rec" / f"{DATASETS[dataset]}.txt.gz"
     if not src.exists():
         print(f"skipping {dataset}: {src} is absent", file=sys.stderr)
         return None
     with EventStore.open(Workspace(scratch / dataset)) as store:
-        ingest_file(store, src, "s3rec", ReadOptions())
-        return build_sequences(store.con)
+        ingest_file(store, src, "s3rec", ReadOptions())  # with <Name>_item2attributes.json -> items table
+        seqs = build_sequences(store.con)
+        return seqs, item_attributes(store.con, seqs.item_vocab)
 
 
 def main() -> None:
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--variant", default="default", help="label for this configuration in the records")
     parser.add_argument("--set", dest="settings", default="{}", help='JSON model overrides, e.g. \'{"hidden": 64}\'')
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--attributes", action="store_true",
+                        help="feed the S3-Rec item attributes (categories, brand) to the model (SASRec)")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/shopseq-bench/amazon"))
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to results.jsonl")
     args = parser.parse_args()
@@ -58,14 +63,19 @@ def main() -> None:
     command = "python benchmarks/bench_amazon.py " + " ".join(sys.argv[1:])
     eval_config = EvalConfig(ks=(10, 20), filter_seen=True)
     for dataset in args.datasets:
-        seqs = load(dataset, args.scratch)
-        if seqs is None:
+        loaded = load(dataset, args.scratch)
+        if loaded is None:
             continue
+        seqs, attrs = loaded
         split = LeaveOneOutSplit().split(seqs)
         for seed in args.seeds:
             spec = {"model": args.model, **overrides}
             config = model_from_dict(spec, seed)
+            if args.attributes:
+                config = with_attributes(config, attrs)
             model = build_model(config, seqs.n_items)
+            if args.attributes:
+                model.set_item_attributes(attrs)  # type: ignore[attr-defined]
             started = time.perf_counter()
             model.fit(split.train, split.valid)
             train_seconds = time.perf_counter() - started
@@ -77,6 +87,7 @@ def main() -> None:
                 bench="amazon-loo", dataset=dataset, model=args.model, variant=args.variant,
                 counts={"users": seqs.n_users, "items": seqs.n_items, "interactions": seqs.n_events},
                 protocol={"split": "leave-one-out", "ranking": "full", "filter_seen": True,
+                          "item_attributes": args.attributes,
                           "valid_users": split.valid.n_users, "test_users": split.test.n_users},
                 metrics={k: round(v, 5) for k, v in test.metrics.items()
                          if k in ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr")},
