@@ -220,3 +220,21 @@ def test_purchase_head_predicts_the_purchase_a_next_item_model_cannot() -> None:
     config = EvalConfig(ks=(1,), filter_seen=False, head="purchase")
     assert evaluate(with_head, eval_set, config).metrics["hr@1"] > evaluate(item_only, eval_set, config).metrics[
         "hr@1"] + 0.5
+
+
+def test_a_run_with_attributes_and_event_features_reloads_with_them(tmp_path: Path) -> None:
+    from shopseq.runs.experiment import ExperimentConfig, SplitConfig, load_run, run_experiment
+
+    split = shop_split()
+    seqs = split.train
+    rng = np.random.default_rng(3)
+    attrs = ItemAttributes(rng.integers(1, 9, size=(seqs.n_items + 1, 2)).astype(np.int32), [f"t{i}" for i in range(8)])
+    attrs.matrix[0] = 0
+    spec = {"model": "sasrec", "hidden": 16, "max_len": 12, "layers": 1, "features": {"event_types": True,
+            "time_gaps": True}, "train": {"epochs": 1, **FAST}}
+    config = ExperimentConfig(model=spec, split=SplitConfig(method="loo"), baselines=[])
+    run_experiment(seqs, config, tmp_path / "run", {}, log=lambda *_: None, attributes=attrs)
+    model, _ = load_run(tmp_path / "run")
+    assert isinstance(model, SASRec) and model.config.features.attributes
+    np.testing.assert_array_equal(model.module.features.item_attrs.numpy(), attrs.matrix)
+    assert model.module.reads_event_features

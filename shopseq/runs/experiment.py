@@ -23,10 +23,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopseq.atomic import replace_dir, temp_sibling
+from shopseq.data.attributes import ItemAttributes
 from shopseq.data.sequences import Sequences
 from shopseq.data.splits import GlobalTimeSplit, LeaveOneOutSplit, Split
 from shopseq.evaluation import EvalConfig, EvalResult, evaluate
 from shopseq.models.base import ModelConfig, Recommender
+from shopseq.models.features import with_attributes
 from shopseq.models.registry import build_model, default_config, load_model
 from shopseq.reports.html import HtmlReport
 
@@ -99,16 +101,24 @@ def run_experiment(
     data_info: dict[str, Any] | None = None,
     log: Any = print,
     resume: bool = False,
+    attributes: ItemAttributes | None = None,
 ) -> RunResult:
     """Train and evaluate ``config.model`` and its baselines on one split; write the run directory.
 
     Neural models checkpoint every epoch to ``<out_dir>.checkpoints``; ``resume=True`` continues
     from there after an interruption. The checkpoints are removed once the run directory is written.
+    With ``attributes`` (from ``shopseq.data.attributes.item_attributes``) a model that reads event
+    features gets the item attribute tokens too; the matrix is saved with its weights.
     """
     split = config.split.make(seqs)
     log(split.describe())
     model_config = model_from_dict(config.model, config.seed)
+    if attributes is not None:
+        model_config = with_attributes(model_config, attributes)
     model = build_model(model_config, seqs.n_items)
+    if attributes is not None:
+        model.set_item_attributes(attributes)  # type: ignore[attr-defined]
+        log(f"item attributes: {attributes.n_tokens:,} tokens on {attributes.coverage():.0%} of items")
     log(f"training {model.name} ...")
     checkpoints = checkpoint_dir(Path(out_dir))
     test, valid, train_seconds = fit_and_evaluate(model, split, config.eval, checkpoints, resume)
