@@ -1,0 +1,139 @@
+"""Shop applications against their baselines: segments (ARI vs planted types), purchase intent,
+promotion targeting, demand forecast (WAPE) and churn, on the synthetic shop and the Taobao sample.
+
+    python benchmarks/bench_apps.py            # synthetic shop (20,000 users) + Taobao sample
+    python benchmarks/bench_apps.py --quick    # 4,000 users, short SASRec: a smoke run (~1-2 min)
+
+For each dataset: ingest into a scratch workspace, train Markov and SASRec runs (global time split),
+then ``shopseq.applications.summary.run_all_on`` per model. Appends one record per application
+to benchmarks/results.jsonl and rewrites BENCHMARKS.md. The Taobao sample is skipped with a
+message when /work/shared/data (or $SHOPSEQ_SHARED_DATA) does not hold it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from shopseq.applications.summary import AppSummary, run_all_on
+from shopseq.applications.truth import SyntheticTruth
+from shopseq.benchmarking import PROJECT_ROOT, BenchRecord, append_record, write_markdown
+
+SHARED = Path(os.environ.get("SHOPSEQ_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+TAOBAO = SHARED / "taobao-userbehavior-sample" / "UserBehavior_head.csv.gz"
+APPS = ("segments", "intent", "promo", "forecast", "churn")
+
+
+def train_runs(workspace: Path, quick: bool, threads: int) -> dict[str, Path]:
+    from shopseq.data.sequences import build_sequences
+    from shopseq.data.store import EventStore
+    from shopseq.data.workspace import Workspace
+    from shopseq.evaluation import EvalConfig
+    from shopseq.runs.experiment import ExperimentConfig, SplitConfig, run_experiment
+
+    with EventStore.open(Workspace(workspace), read_only=True) as store:
+        seqs = build_sequences(store.con)
+    sasrec = {"model": "sasrec", "hidden": 32 if quick else 64,
+              "train": {"epochs": 3 if quick else 30, "threads": threads, "quiet": True, "patience": 5}}
+    runs = {}
+    for name, spec in {"markov": {"model": "markov"}, "sasrec": sasrec}.items():
+        run = workspace / "runs" / name
+        config = ExperimentConfig(model=spec, split=SplitConfig(method="time"),
+                                  eval=EvalConfig(ks=(10,), filter_seen=False), baselines=[])
+        run_experiment(seqs, config, run, {}, log=lambda *_: None)
+        runs[name] = run
+    return runs
+
+
+def ingest(workspace: Path, src: Path, fmt: str, items: Path | None = None) -> None:
+    from shopseq.cli.demo_commands import SYNTHETIC_OPTIONS
+    from shopseq.data.ingest import ingest_file
+    from shopseq.data.store import EventStore, upsert_items
+    from shopseq.data.workspace import Workspace
+
+    shutil.rmtree(workspace, ignore_errors=True)
+    with EventStore.open(Workspace(workspace)) as store:
+        ingest_file(store, src, fmt, SYNTHETIC_OPTIONS if fmt == "parquet" else None)
+        if items is not None:
+            upsert_items(store, pq.read_table(items))
+
+
+def evaluate(workspace: Path, runs: dict[str, Path], truth_dir: Path | None, quick: bool
+             ) -> dict[str, tuple[AppSummary, dict[str, int]]]:
+    from shopseq.applications.data import load_run_and_data
+    from shopseq.data.store import EventStore
+    from shopseq.data.workspace import Workspace
+
+    out = {}
+    with EventStore.open(Workspace(workspace), read_only=True) as store:
+        truth = SyntheticTruth.load(truth_dir, store.key) if truth_dir else None
+        for name, run in runs.items():
+            model, data, _ = load_run_and_data(store, run)
+            counts = {"users": data.seqs.n_users, "items": data.seqs.n_items, "events": data.seqs.n_events}
+            summary = run_all_on(model, data, truth, quick, workspace / "apps" / name)
+            print(f"--- {workspace.name} / {name}\n{summary.render()}")
+            out[name] = (summary, counts)
+    return out
+
+
+def record(dataset: str, results: dict[str, tuple[AppSummary, dict[str, int]]], command: str, quick: bool) -> None:
+    prefixes = {"segments": "segments_", "intent": "intent_", "promo": "promo_engaged_auc_",
+                "forecast": "forecast_", "churn": "churn_"}
+    for model, (summary, counts) in results.items():
+        for app in APPS:
+            metrics = {k.removeprefix(prefixes[app]): v for k, v in summary.metrics.items()
+                       if k.startswith(prefixes[app])}
+            if app == "forecast":
+                metrics = {k: v for k, v in metrics.items() if k.endswith("_wape") or k.endswith("_wape_total")}
+            if not metrics:
+                continue
+            append_record(BenchRecord(
+                bench=f"apps-{app}", dataset=dataset, model=model, variant="quick" if quick else None,
+                counts=counts, metrics=metrics, timing={k: v for k, v in summary.timing.items() if app[:5] in k},
+                protocol={"split": "time windows at the end of the log", "quick": quick}, command=command,
+                notes=None if app != "promo" else "AUC for 'engaged with the promoted items in the window'",
+            ))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small shop, short training: a smoke run")
+    parser.add_argument("--data", type=Path, default=Path("/tmp/shopseq-bench-apps"), help="scratch folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for SASRec")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append results")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    from shopseq.synthetic import SyntheticShopConfig, generate_shop, write_shop
+
+    started = time.perf_counter()
+    command = "python benchmarks/bench_apps.py" + (" --quick" if args.quick else "")
+    users = 4000 if args.quick else 20_000
+    shop_dir = args.data / f"shop-{users}"
+    if not (shop_dir / "events.parquet").exists():
+        write_shop(generate_shop(SyntheticShopConfig(n_users=users, seed=0)), shop_dir)
+    ws = args.data / f"synthetic-{users}"
+    ingest(ws, shop_dir / "events.parquet", "parquet", shop_dir / "items.parquet")
+    synthetic = evaluate(ws, train_runs(ws, args.quick, args.threads), shop_dir, args.quick)
+    if not args.no_record:
+        record(f"synthetic ({users:,} users)", synthetic, command, args.quick)
+
+    if TAOBAO.exists():
+        ws = args.data / "taobao"
+        ingest(ws, TAOBAO, "taobao")
+        taobao = evaluate(ws, train_runs(ws, args.quick, args.threads), None, args.quick)
+        if not args.no_record:
+            record("taobao sample", taobao, command, args.quick)
+    else:
+        print(f"skipping the Taobao sample: {TAOBAO} is absent (set SHOPSEQ_SHARED_DATA)")
+    if not args.no_record:
+        write_markdown()
+    print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
