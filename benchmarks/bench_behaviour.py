@@ -11,7 +11,10 @@ and re-buy: a seen-item filter would make every repeat purchase unreachable). Pe
 * next purchase: the first PURCHASE of each user's test window, scored with the purchase head
   where the variant has one, with the next-item scores otherwise (HR@10, NDCG@10);
 * next event type (variants with the type head): accuracy and macro-F1 against the majority
-  class and the type-Markov baseline.
+  class and the type-Markov baseline;
+* purchase intent: P(any purchase in the last day of the log), a calibrated logistic model on the
+  variant's user vectors + activity features, fitted on the day before (AUC, log loss, ECE against
+  RFM; ``shopseq.applications.intent``).
 
 Every variant trains with the same budget and early-stops on validation next-purchase NDCG@10
 (the task the heads are for); the item-only variant is the plain SASRec of the Amazon benchmark.
@@ -30,6 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shopseq.applications.data import AppData
+from shopseq.applications.intent import evaluate_intent
+from shopseq.applications.windowed import WindowConfig
 from shopseq.benchmarking import BenchRecord, append_record, peak_rss_mb, write_markdown
 from shopseq.data.attributes import ItemAttributes, item_attributes
 from shopseq.data.formats.base import ReadOptions
@@ -62,7 +68,10 @@ VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float]]] = {
 }
 
 
-def load_synthetic(scratch: Path, users: int, seed: int) -> tuple[Sequences, ItemAttributes]:
+Loaded = tuple[Sequences, ItemAttributes, AppData]
+
+
+def load_synthetic(scratch: Path, users: int, seed: int) -> Loaded:
     from shopseq.cli.demo_commands import SYNTHETIC_OPTIONS
     from shopseq.synthetic import SyntheticShopConfig, generate_shop, write_shop
 
@@ -76,17 +85,17 @@ def load_synthetic(scratch: Path, users: int, seed: int) -> tuple[Sequences, Ite
 
         upsert_items(store, pq.read_table(shop_dir / "items.parquet"))
         seqs = build_sequences(store.con)
-        return seqs, item_attributes(store.con, seqs.item_vocab)
+        return seqs, item_attributes(store.con, seqs.item_vocab), AppData.from_store(store, seqs.item_vocab)
 
 
-def load_taobao(scratch: Path) -> tuple[Sequences, ItemAttributes] | None:
+def load_taobao(scratch: Path) -> Loaded | None:
     if not TAOBAO.exists():
         print(f"skipping taobao: {TAOBAO} is absent", file=sys.stderr)
         return None
     with EventStore.open(Workspace(scratch / "taobao")) as store:
         ingest_file(store, TAOBAO, "taobao", ReadOptions())
         seqs = build_sequences(store.con)
-        return seqs, item_attributes(store.con, seqs.item_vocab)
+        return seqs, item_attributes(store.con, seqs.item_vocab), AppData.from_store(store, seqs.item_vocab)
 
 
 def make_model(label: str, n_items: int, attrs: ItemAttributes, train: TrainConfig) -> SASRec:
@@ -106,8 +115,9 @@ def purchase_validator(model: SASRec, split: Split) -> Callable[[], dict[str, fl
     return lambda: {k: float(v) for k, v in evaluate(model, valid, config).metrics.items()}
 
 
-def run_variant(label: str, dataset: str, seqs: Sequences, attrs: ItemAttributes, split: Split,
-                train: TrainConfig, command: str, record: bool) -> dict[str, Any]:
+def run_variant(label: str, dataset: str, loaded: Loaded, split: Split, train: TrainConfig, command: str,
+                record: bool) -> dict[str, Any]:
+    seqs, attrs, app_data = loaded
     model = make_model(label, seqs.n_items, attrs, train)
     started = time.perf_counter()
     model.fit(split.train, validate=purchase_validator(model, split))
@@ -123,6 +133,10 @@ def run_variant(label: str, dataset: str, seqs: Sequences, attrs: ItemAttributes
         metrics |= {"type_acc": types[model.name]["accuracy"], "type_f1": types[model.name]["macro_f1"],
                     "markov_type_acc": types["markov"]["accuracy"], "markov_type_f1": types["markov"]["macro_f1"],
                     "majority_type_acc": types["majority"]["accuracy"]}
+    intent = evaluate_intent(model, app_data, WindowConfig(horizon_days=1.0))
+    metrics |= {"intent_auc": intent.metrics["auc_model"], "intent_log_loss": intent.metrics["log_loss"],
+                "intent_ece": intent.metrics["ece"], "intent_auc_rfm": intent.metrics["auc_rfm"],
+                "intent_auc_activity_only": intent.metrics["auc_activity_only"]}
     per_epoch = [r["seconds"] for r in model.history]
     print(f"{dataset} · {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
           + f" · {len(per_epoch)} epochs, {train_seconds:.0f} s", flush=True)
@@ -163,12 +177,12 @@ def main() -> None:
             args.scratch)
         if loaded is None:
             continue
-        seqs, attrs = loaded
+        seqs, attrs, _ = loaded
         split = GlobalTimeSplit().split(seqs)
         print(f"{dataset}: {seqs!r}; attributes on {attrs.coverage():.0%} of items ({attrs.n_tokens} tokens)\n"
               f"{split.describe()}", flush=True)
-        results[dataset] = {label: run_variant(label, dataset, seqs, attrs, split, train, command,
-                                               not args.no_record) for label in args.variants}
+        results[dataset] = {label: run_variant(label, dataset, loaded, split, train, command, not args.no_record)
+                            for label in args.variants}
     print(json.dumps(results, indent=2))
     if not args.no_record:
         write_markdown()

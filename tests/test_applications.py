@@ -16,7 +16,7 @@ from shopseq.applications.data import AppData, load_run_and_data
 from shopseq.applications.features import behaviour_features
 from shopseq.applications.forecast import ForecastConfig, backtest, forecast
 from shopseq.applications.intent import evaluate_intent
-from shopseq.applications.metrics import adjusted_rand_index, auc, lift_at, mae, precision_at_k, wape
+from shopseq.applications.metrics import adjusted_rand_index, auc, lift_at, log_loss, mae, precision_at_k, wape
 from shopseq.applications.profiles import Profiles, build_profiles, segment_report
 from shopseq.applications.promotion import campaign_promotions, evaluate_promotion
 from shopseq.applications.segments import SegmentConfig, kmeans, segment_space, segment_users, silhouette
@@ -91,6 +91,7 @@ def test_forecast_and_ranking_metrics() -> None:
     y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], bool)
     s = np.arange(10, 0, -1, dtype=float)  # positives ranked first
     assert precision_at_k(y, s, 2) == 1.0 and lift_at(y, s, 0.2) == pytest.approx(5.0)
+    assert log_loss([1, 0], [0.8, 0.4]) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
 
 
 def test_kmeans_and_silhouette_find_separated_blobs() -> None:
@@ -193,6 +194,8 @@ def test_intent_and_churn_beat_their_baselines(shop_ws: Path) -> None:
     intent = evaluate_intent(model, data)
     assert intent.metrics["auc_model"] > 0.65 and intent.metrics["auc_model"] > intent.metrics["auc_rfm"]
     assert intent.metrics["ece"] < 0.05
+    r = intent.positive_rate  # log loss of always predicting the base rate: the model must beat it
+    assert intent.metrics["log_loss"] < -(r * np.log(r) + (1 - r) * np.log(1 - r))
 
 
 # -- the demo hook and the commands -----------------------------------------------------------

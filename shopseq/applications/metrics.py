@@ -108,6 +108,13 @@ def brier(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean((p - y) ** 2)) if len(y) else float("nan")
 
 
+def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean negative log-likelihood of the labels (probabilities clipped away from 0 and 1)."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))) if len(y) else float("nan")
+
+
 def reliability_table(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
     """Per equal-count bin of predicted probability: users, mean prediction, observed rate."""
     y, p = np.asarray(labels, dtype=np.float64), np.asarray(probs, dtype=np.float64)

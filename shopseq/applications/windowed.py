@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shopseq.applications.data import DAY_MS, AppData
 from shopseq.applications.features import activity_design, activity_features
 from shopseq.applications.logistic import LogisticModel
-from shopseq.applications.metrics import auc, brier, expected_calibration_error, reliability_table
+from shopseq.applications.metrics import auc, brier, expected_calibration_error, log_loss, reliability_table
 from shopseq.applications.vectors import user_vectors
 from shopseq.models.base import Recommender
 
@@ -117,7 +117,8 @@ class WindowEvaluation:
         m = self.metrics
         others = ", ".join(f"{k.removeprefix('auc_')} {v:.3f}" for k, v in m.items()
                            if k.startswith("auc_") and k != "auc_model")
-        return (f"{self.task}: AUC {m['auc_model']:.3f} (baselines: {others}); Brier {m['brier']:.4f}, "
+        return (f"{self.task}: AUC {m['auc_model']:.3f} (baselines: {others}); log loss {m['log_loss']:.4f}, "
+                f"Brier {m['brier']:.4f}, "
                 f"ECE {m['ece']:.4f}; {self.users:,} users, positive rate {self.positive_rate:.3f}, "
                 f"horizon {self.horizon_days:g} d")
 
@@ -132,7 +133,8 @@ def evaluate_window_task(model: Recommender, data: AppData, task: str, label: La
     x, act, names = design(model, data, cut, rows, config.use_vectors)
     y = label(data, rows, cut, cut + h)
     p = fitted.logistic.predict_proba(x)
-    metrics = {"auc_model": auc(y, p), "brier": brier(y, p), "ece": expected_calibration_error(y, p)}
+    metrics = {"auc_model": auc(y, p), "log_loss": log_loss(y, p), "brier": brier(y, p),
+               "ece": expected_calibration_error(y, p)}
     if config.use_vectors:  # what the user vector adds over activity alone
         ablation = fit_window_model(model, data, label, cut, config.model_copy(update={"use_vectors": False}))
         metrics["auc_activity_only"] = auc(y, ablation.logistic.predict_proba(activity_design(act)))
