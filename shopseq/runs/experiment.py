@@ -31,6 +31,7 @@ from shopseq.models.base import ModelConfig, Recommender
 from shopseq.models.features import with_attributes
 from shopseq.models.registry import build_model, default_config, load_model
 from shopseq.reports.html import HtmlReport
+from shopseq.training.distributed import init_from_env
 
 RUN_FORMAT = 1
 
@@ -84,13 +85,16 @@ def model_from_dict(spec: dict[str, Any], seed: int | None = None) -> ModelConfi
 def fit_and_evaluate(
     model: Recommender, split: Split, eval_config: EvalConfig, checkpoint_dir: Path | None = None,
     resume: bool = False,
-) -> tuple[EvalResult, EvalResult, float]:
+) -> tuple[EvalResult, EvalResult, float] | None:
+    """Fit, then evaluate on test and validation; None on torchrun ranks other than 0."""
     started = time.perf_counter()
     if checkpoint_dir is not None and "checkpoint_dir" in inspect.signature(model.fit).parameters:
         model.fit(split.train, split.valid, checkpoint_dir=checkpoint_dir, resume=resume)  # type: ignore[call-arg]
     else:
         model.fit(split.train, split.valid)
     train_seconds = time.perf_counter() - started
+    if not init_from_env().is_main:
+        return None
     return evaluate(model, split.test, eval_config), evaluate(model, split.valid, eval_config), train_seconds
 
 
@@ -102,13 +106,14 @@ def run_experiment(
     log: Any = print,
     resume: bool = False,
     attributes: ItemAttributes | None = None,
-) -> RunResult:
+) -> RunResult | None:
     """Train and evaluate ``config.model`` and its baselines on one split; write the run directory.
 
     Neural models checkpoint every epoch to ``<out_dir>.checkpoints``; ``resume=True`` continues
     from there after an interruption. The checkpoints are removed once the run directory is written.
     With ``attributes`` (from ``shopseq.data.attributes.item_attributes``) a model that reads event
     features gets the item attribute tokens too; the matrix is saved with its weights.
+    Under torchrun every rank trains its share; only rank 0 evaluates and writes (others get None).
     """
     split = config.split.make(seqs)
     log(split.describe())
@@ -121,14 +126,17 @@ def run_experiment(
         log(f"item attributes: {attributes.n_tokens:,} tokens on {attributes.coverage():.0%} of items")
     log(f"training {model.name} ...")
     checkpoints = checkpoint_dir(Path(out_dir))
-    test, valid, train_seconds = fit_and_evaluate(model, split, config.eval, checkpoints, resume)
+    fitted = fit_and_evaluate(model, split, config.eval, checkpoints, resume)
+    if fitted is None:
+        return None
+    test, valid, train_seconds = fitted
     log(f"{model.name}: {test.headline()}")
     baseline_results: dict[str, EvalResult] = {}
     for name in config.baselines:
         if name == model.name:
             continue
         base = build_model(default_config(name), seqs.n_items)
-        base_test, _, _ = fit_and_evaluate(base, split, config.eval)
+        base_test, _, _ = fit_and_evaluate(base, split, config.eval)  # type: ignore[misc]  # rank 0 here
         baseline_results[name] = base_test
         log(f"{name}: {base_test.headline()}")
 

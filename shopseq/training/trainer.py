@@ -30,6 +30,7 @@ from shopseq.training.checkpoint import (
     save_checkpoint,
 )
 from shopseq.training.config import TrainConfig
+from shopseq.training.distributed import DistContext, init_from_env
 from shopseq.training.losses import full_softmax_ce, gbce, gbce_beta, item_log_q, sampled_softmax, uniform_negatives
 
 __all__ = ["Trainable", "Trainer", "lr_factor", "save_log_csv", "set_threads"]
@@ -102,8 +103,11 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         resume: bool = False,
         desc: str = "train",
+        dist: DistContext | None = None,
     ) -> None:
         self.module = module
+        # under torchrun this joins the process group; a plain run is a world of one
+        self.dist = dist if dist is not None else init_from_env()
         self.batcher = batcher
         self.config = config
         self.n_items = n_items
@@ -114,8 +118,9 @@ class Trainer:
         self.log: list[dict[str, Any]] = []
         model: Trainable = module  # type: ignore[assignment]
         # The loss of a batch = sum over its targets / this constant (batch_size x mean targets per
-        # user): every target weighs the same, whatever the length of its batch.
-        self.norm = config.batch_size * max(model.mean_targets(batcher.lengths), 1e-9)
+        # user): every target weighs the same, whatever the length of its batch. Each rank holds
+        # 1/world of a global batch, and gradients are averaged over ranks: hence the division.
+        self.norm = config.batch_size / self.dist.world_size * max(model.mean_targets(batcher.lengths), 1e-9)
         counts = np.zeros(n_items + 1, dtype=np.float64)
         if item_counts is not None:
             counts[: len(item_counts)] = item_counts
@@ -154,8 +159,10 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         c = self.config
         set_threads(c.threads)
-        torch.manual_seed(c.seed)
+        ctx, main = self.dist, self.dist.is_main
+        torch.manual_seed(c.seed + ctx.rank)  # dropout differs per rank; the epoch plan (rng) must not
         rng = np.random.default_rng(c.seed)
+        ctx.broadcast_parameters(self.module)
         optimizer = self._optimizer()
         steps_per_epoch = max(len(self.batcher), 1)
         total_steps = c.epochs * steps_per_epoch
@@ -189,13 +196,17 @@ class Trainer:
             self.module.train()
             t0 = time.perf_counter()
             loss_sum, n_targets = 0.0, 0
-            bar = tqdm(self.batcher.epoch(rng), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{c.epochs}",
-                       disable=True if c.quiet else None, leave=False, unit="batch")  # None: bar only on a terminal
-            for batch in bar:
-                total, n = self._loss(batch)
-                loss = total / self.norm
+            bar = tqdm(self.batcher.plan(rng), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{c.epochs}",
+                       disable=True if c.quiet or not main else None, leave=False, unit="batch")  # None: tty only
+            for rows in bar:
+                rows = ctx.shard(rows)  # this rank's part of the global batch (all of it in one process)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if len(rows):
+                    total, n = self._loss(self.batcher.make(rows))
+                    (total / self.norm).backward()
+                else:  # a last batch smaller than the world: this rank only joins the all-reduce
+                    total, n = torch.zeros(()), 0
+                ctx.average_gradients(self.module)
                 if c.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.module.parameters(), c.grad_clip)
                 optimizer.step()
@@ -208,6 +219,7 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{loss_sum / max(n_targets, 1):.4f}", tgt_s=f"{n_targets / elapsed:,.0f}")
             seconds = time.perf_counter() - t0
+            loss_sum, n_targets = ctx.sum(loss_sum, n_targets)
             row: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / max(n_targets, 1), "seconds": round(seconds, 3),
                                    "lr": optimizer.param_groups[0]["lr"], "targets_per_s": round(n_targets / seconds)}
 
@@ -215,7 +227,8 @@ class Trainer:
             if self.validate is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
                 self.module.eval()
                 tv = time.perf_counter()
-                metrics = {k: float(v) for k, v in self.validate().items()}
+                # rank 0 validates; every rank takes its numbers, so all make the same stopping decision
+                metrics = ctx.broadcast({k: float(v) for k, v in self.validate().items()} if main else None)
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 row["valid_seconds"] = round(time.perf_counter() - tv, 3)
                 if c.monitor not in metrics:
@@ -227,10 +240,10 @@ class Trainer:
                     bad_epochs += 1
                     stop = c.patience is not None and bad_epochs >= c.patience
             self.log.append(row)
-            if not c.quiet:
+            if not c.quiet and main:
                 shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                 tqdm.write(f"{self.desc}: {shown}")
-            if self.checkpoint_dir is not None:
+            if self.checkpoint_dir is not None and main:
                 meta = {"config": c.model_dump(mode="json"), "epoch": epoch,
                         "best_metric": best_metric if math.isfinite(best_metric) else None,
                         "best_epoch": best_epoch, "bad_epochs": bad_epochs, "stopped": stop,
