@@ -292,6 +292,25 @@ def test_chunking_does_not_change_results() -> None:
         np.testing.assert_array_equal(a.per_user["rank"], b.per_user["rank"])
 
 
+def test_score_memory_bound_shrinks_chunks_for_large_catalogues() -> None:
+    n_items = 40_000  # 320 KB per user for scores + masked copy: 1 MB allows 3 users per chunk
+    es = random_eval_set(10, n_items, seed=6, max_targets=2)
+    seen_batches: list[int] = []
+
+    def scores(h: Histories) -> torch.Tensor:
+        seen_batches.append(h.batch_size)
+        return torch.from_numpy(h.items[:, -1:] % 97).float() * torch.arange(n_items + 1).float().remainder(13)
+
+    model = FnModel(n_items, scores)
+    bounded = evaluate(model, es, EvalConfig(max_score_mb=1))
+    assert max(seen_batches) == 3
+    seen_batches.clear()
+    free = evaluate(model, es, EvalConfig())
+    assert seen_batches == [10]
+    assert bounded.metrics.keys() == free.metrics.keys()
+    np.testing.assert_array_equal(list(bounded.metrics.values()), list(free.metrics.values()))  # NaN == NaN here
+
+
 def test_model_state_is_not_modified_by_masking() -> None:
     state = torch.arange(11, dtype=torch.float32)
     model = FnModel(10, lambda h: state.expand(h.batch_size, -1))  # a view of the model's state

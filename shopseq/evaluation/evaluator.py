@@ -21,7 +21,8 @@ recall = hits / |T|, precision = hits / k and NDCG with binary relevance over th
 ``sampled_negatives=N`` switches to the (optimistic, only-for-comparison) sampled protocol: each
 target is ranked among N items drawn uniformly without replacement from the items that are
 neither in the user's history nor among its targets, with a fixed seed (one torch generator per
-chunk, seeded ``seed + first row``, so results depend on ``seed`` and ``chunk_users`` only).
+chunk, seeded ``seed + first row``, so results depend on ``seed`` and the chunk size only: ``chunk_users``,
+lowered where ``max_score_mb`` bounds the score matrix of a large catalogue).
 Metric names then carry the prefix ``sampled_`` so they can never be mistaken for full-ranking
 numbers; coverage is not reported. ``filter_seen`` still decides whether a target found in the
 history is reachable (``filter_seen=False`` is SASRec's original sampled protocol).
@@ -52,6 +53,8 @@ class EvalConfig(BaseModel):
     ks: tuple[int, ...] = (10, 20)
     filter_seen: bool = True
     chunk_users: int = Field(2048, ge=1)
+    max_score_mb: int = Field(512, ge=1, description="bound on one chunk's (users x items) score matrix; "
+                              "with a million items, chunks shrink to ~128 users")
     target: Literal["next", "all"] = "next"
     sampled_negatives: int | None = Field(None, ge=1)
     seed: int = 0
@@ -160,9 +163,11 @@ def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = 
     h_off = eval_set.history_offsets
     score = model.score_purchase if config.head == "purchase" else model.score
 
+    # float32 scores plus our masked copy: bound the pair of (chunk x width) matrices
+    chunk_users = max(1, min(config.chunk_users, config.max_score_mb * 2**20 // (8 * width)))
     with torch.no_grad(), torch.inference_mode():
-        for start in range(0, n_users, config.chunk_users):
-            end = min(start + config.chunk_users, n_users)
+        for start in range(0, n_users, chunk_users):
+            end = min(start + chunk_users, n_users)
             rows = np.arange(start, end)
             scores = score(Histories.from_eval_set(eval_set, model.max_len, rows))
             if tuple(scores.shape) != (end - start, width):
