@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shopseq.cli import app_commands, data_commands, demo_commands, model_commands, sequence_commands
+from shopseq.cli import app_commands, data_commands, demo_commands, model_commands, sequence_commands, serve_commands
 
 app = typer.Typer(
     name="shopseq",
@@ -22,6 +22,7 @@ data_commands.register(app)
 sequence_commands.register(app)
 model_commands.register(app)
 app_commands.register(app)
+serve_commands.register(app)
 
 if __name__ == "__main__":
     app()

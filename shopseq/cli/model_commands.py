@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,6 +109,8 @@ def train(
         seed=seed,
     )
     result = run_experiment(seqs, config, run_dir, info, log=console.print, resume=resume)
+    if result is None:  # a torchrun rank other than 0: rank 0 evaluates and reports
+        return
     print_metrics_table(result.protocol, {model: result.test, **result.baselines}, HEADLINE)
     console.print(f"train {result.train_seconds:.1f} s · evaluation {result.eval_seconds:.2f} s · run: {run_dir}")
 
@@ -165,12 +168,16 @@ def compare(
         )
         started = time.perf_counter()
         result = run_experiment(seqs, config, folder / f"{name}-{split}", info, log=console.print)
+        if result is None:  # a torchrun rank other than 0
+            continue
         rows[name] = {
             **result.test,
             "train_seconds": result.train_seconds,
             "wall_seconds": time.perf_counter() - started,
         }
         protocol = result.protocol
+    if not rows:  # torchrun ranks other than 0 have nothing to report
+        return
     print_metrics_table(f"comparison ({protocol})", rows, HEADLINE)
     report = HtmlReport(f"shopseq compare ({split} split)").paragraph(protocol, note=True)
     report.table([{"model": k, **v} for k, v in rows.items()])
@@ -179,6 +186,48 @@ def compare(
     path = folder / "compare.html"
     path.write_text(report.render())
     console.print(f"report: {path}")
+
+
+# the (rows, n_items + 1) float32 score matrix of one chunk stays under this many bytes
+SCORE_BUDGET_BYTES = 256 << 20
+
+
+def rows_per_chunk(n_items: int, budget: int | None = None) -> int:
+    budget = SCORE_BUDGET_BYTES if budget is None else budget
+    return int(max(1, min(4096, budget // (4 * (n_items + 1)))))
+
+
+def _no_recommendations() -> pa.Table:
+    return pa.table({"user_id": pa.array([], pa.string()), "rank": pa.array([], pa.int64()),
+                     "item_id": pa.array([], pa.string()), "score": pa.array([], pa.float32())})
+
+
+def _recommendation_table(model: Any, seqs: Sequences, chunk: np.ndarray, k: int, filter_seen: bool) -> pa.Table:
+    items, scores = model.recommend(Histories.from_sequences(seqs, model.max_len, chunk), k, filter_seen)
+    return pa.table({
+        "user_id": pa.array(np.repeat(seqs.user_vocab.decode(chunk), items.shape[1]), pa.string()),
+        "rank": pa.array(np.tile(np.arange(1, items.shape[1] + 1), len(chunk)), pa.int64()),
+        "item_id": pa.array(seqs.item_vocab.decode(items.ravel()), pa.string()),
+        "score": pa.array(scores.ravel().astype(np.float32), pa.float32()),
+    })
+
+
+def _write_streaming(tables: Iterable[pa.Table], out: Path) -> int:
+    """One row group per chunk, written as it comes: memory stays one chunk, whatever the user count."""
+    written = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for table in tables:
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+            written += table.num_rows
+        if writer is None:  # no users: an empty file with the schema
+            pq.write_table(_no_recommendations(), out)
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
 
 
 @friendly_errors
@@ -208,25 +257,15 @@ def recommend(
             if unknown:
                 console.print(f"[yellow]unknown users (no history; skipped):[/] {', '.join(unknown)}")
             rows = rows[rows >= 0]
-    tables = []
-    for start in range(0, len(rows), 4096):  # bounded memory for --all-users
-        chunk = rows[start : start + 4096]
-        items, scores = model.recommend(Histories.from_sequences(seqs, model.max_len, chunk), k, not no_filter_seen)
-        tables.append(
-            pa.table(
-                {
-                    "user_id": np.repeat(seqs.user_vocab.decode(chunk), items.shape[1]),
-                    "rank": np.tile(np.arange(1, items.shape[1] + 1), len(chunk)),
-                    "item_id": seqs.item_vocab.decode(items.ravel()),
-                    "score": scores.ravel().astype(np.float32),
-                }
-            )
-        )
-    result = pa.concat_tables(tables) if tables else pa.table({"user_id": [], "rank": [], "item_id": [], "score": []})
+    step = rows_per_chunk(model.n_items)
+    chunks = (_recommendation_table(model, seqs, rows[start : start + step], k, not no_filter_seen)
+              for start in range(0, len(rows), step))
     if out:
-        pq.write_table(result, out)
-        console.print(f"wrote {result.num_rows:,} recommendations to {out}")
+        written = _write_streaming(chunks, out)
+        console.print(f"wrote {written:,} recommendations to {out}")
         return
+    tables = list(chunks)
+    result = pa.concat_tables(tables) if tables else _no_recommendations()
     table = Table(title=f"top-{k} recommendations", title_justify="left")
     for col in ("user (pseudonym)", "rank", "item", "score"):
         table.add_column(col)

@@ -1,0 +1,114 @@
+"""Commands on serving: ``serve`` (the HTTP service) and ``export-model`` (ONNX)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from shopseq.cli.common import WorkspaceOpt, console, err_console, friendly_errors
+from shopseq.data.workspace import Workspace
+from shopseq.models.base import IncompatibleModelError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def model_errors(fn: F) -> F:
+    """Also one clear line for run directories of another version."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IncompatibleModelError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@model_errors
+@friendly_errors
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `shopseq train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    backend: Annotated[str, typer.Option(help="torch (eager PyTorch, any model) or onnx (onnxruntime).")] = "torch",
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="An export of this run (`shopseq export-model`); "
+                                  "default with --backend onnx: exported at startup.")
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Open the store read-only; POST /events is refused.")
+    ] = False,
+    max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 100,
+    max_events: Annotated[int, typer.Option(help="Most events one request may carry.")] = 200,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1 << 20,
+    popular_days: Annotated[float, typer.Option(help="Cold start: most popular items of the last N days.")] = 7.0,
+    threads: Annotated[int, typer.Option(help="Intra-op threads of torch / onnxruntime.")] = 1,
+    profiles: Annotated[
+        Path | None, typer.Option(help="User profiles Parquet from `shopseq profile` (default: the workspace's "
+                                  "apps/<run>/profiles.parquet when it exists).")
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Serve recommendations over HTTP: POST /recommend, /events, /explain; GET /health, /metrics;
+    a web page at / and the OpenAPI docs at /docs.
+
+    Example: shopseq serve shopseq-workspace/runs/demo-sasrec --port 8000
+    """
+    import uvicorn
+
+    from shopseq.serving.app import create_app
+    from shopseq.serving.schemas import ServeLimits
+    from shopseq.serving.state import ServiceConfig, ServiceState
+
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"--backend must be torch or onnx, not {backend!r}")
+    config = ServiceConfig(
+        backend=backend, onnx_dir=onnx, read_only=read_only, popular_days=popular_days, threads=threads,
+        profiles=profiles,
+        limits=ServeLimits(max_k=max_k, max_events=max_events, max_body_bytes=max_body_bytes),
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with console.status("loading the model and the users' recent histories"):
+        state = ServiceState.open(run_dir, Workspace.resolve(workspace), config)
+    console.print(f"{state.model.name} ({state.backend.name}) · {state.histories.n_users:,} users · "
+                  f"{state.model.n_items:,} items · http://{host}:{port}/ (docs: /docs)")
+    try:
+        uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=access_log)
+    finally:
+        state.close()
+
+
+@model_errors
+@friendly_errors
+def export_model(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `shopseq train`.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Folder to write encoder.onnx, items.safetensors, "
+                                       "manifest.json into.")],
+    check: Annotated[bool, typer.Option(help="Compare with eager PyTorch on random histories.")] = True,
+) -> None:
+    """Export a neural run's sequence encoder to ONNX, with its item matrix (scores = vectors @ items.T).
+    Not the same as `shopseq export`, which writes the events as Parquet."""
+    from shopseq.runs.experiment import load_run
+    from shopseq.serving.onnx_export import export_onnx, parity
+
+    model, _ = load_run(run_dir)
+    out = export_onnx(model, onnx)
+    console.print(f"wrote {out} ({model.name}, {model.n_items:,} items, max_len {model.max_len})")
+    if check:
+        diff = parity(model, out)
+        console.print(f"parity with eager PyTorch on random histories: max |diff| of scores {diff:.2e}")
+        if diff > 1e-4:
+            raise ValueError(f"the ONNX encoder differs from PyTorch by {diff:.2e} (> 1e-4)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command("export-model")(export_model)
