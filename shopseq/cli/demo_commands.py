@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pyarrow.parquet as pq
 import typer
 
+from shopseq.applications.summary import run_all
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, kv_table, open_store
 from shopseq.cli.data_commands import print_ingest_report, step_reporter
 from shopseq.cli.model_commands import HEADLINE, print_metrics_table
@@ -19,6 +20,8 @@ from shopseq.data.stats import compute_stats
 from shopseq.data.store import upsert_items
 from shopseq.evaluation import EvalConfig
 from shopseq.runs.experiment import ExperimentConfig, SplitConfig, run_experiment
+from shopseq.serving.client import query_once
+from shopseq.serving.state import ServiceConfig
 from shopseq.synthetic import SyntheticShopConfig, generate_shop, write_shop
 
 NEURAL = ("sasrec", "bert4rec", "gru4rec")
@@ -103,8 +106,43 @@ def demo(
     result = run_experiment(seqs, config, run_dir, {"dataset": "synthetic shop", "seed": seed}, log=console.print)
     print_metrics_table(f"test ({result.protocol})", {model: result.test, **result.baselines}, HEADLINE)
     console.print(f"run directory with report.html: {run_dir}")
+
+    console.rule("7. shop applications: profiles, segments, intent, promotion, forecast, churn")
+    apps_dir = store.workspace.root / "apps" / run_dir.name
+    with open_store(workspace, read_only=True) as store, console.status("profiling users and back-testing"):
+        summary = run_all(store, run_dir, truth_dir=shop_dir, quick=True, out_dir=apps_dir)
+    console.print(summary.render())
+    console.print(f"profiles.parquet and segments.html: {apps_dir}")
+
+    console.rule("8. serve: start the HTTP service, ask it once, stop it")
+    user = str(pq.read_table(events_file, columns=["user_id"]).column("user_id")[0])
+    answer = query_once(run_dir, workspace, user_id=user, k=5, explain=True,
+                        config=ServiceConfig(read_only=True, profiles=apps_dir / "profiles.parquet"))
+    print_service_answer(answer, user)
+    console.print(f"serve it yourself: shopseq serve {run_dir}  (then open the printed URL)")
     console.rule()
     console.print(f"[bold green]done[/] in {time.perf_counter() - started:.1f} s; workspace: {store.workspace.root}")
+
+
+def print_service_answer(answer: dict[str, Any], user: str) -> None:
+    """The demo's one request to the service, in a few readable lines."""
+    rec = answer["recommend"]
+    if "items" not in rec:
+        console.print(f"[red]the service answered with an error[/]: {rec}")
+        return
+    console.print(f"{answer['url']} · health: {answer['health'].get('status', answer['health'])}")
+    console.print(f"POST /recommend for user {user!r} ({rec['history_length']} recent events read by {rec['model']}):")
+    for r in rec["items"]:
+        where = " > ".join(r.get("category_path") or [r.get("category") or "?"])
+        price = f", {r['price']:.2f}" if r.get("price") is not None else ""
+        brand = r.get("brand") or "-"
+        console.print(f"  {r['rank']}. {r['item_id']}  score {r['score']:.3f}  ({where}, {brand}{price})")
+    history = {h["position"]: h for h in (answer.get("explain") or {}).get("history", [])}
+    for item in (answer.get("explain") or {}).get("explained", [])[:1]:
+        top = item["contributions"][:3]
+        drivers = ", ".join(f"{c['item_id']} ({history.get(c['position'], {}).get('event_type', '?')}, "
+                            f"{c['occlusion']:+.3f})" for c in top)
+        console.print(f"POST /explain: {item['item_id']} is driven most by {drivers}")
 
 
 def register(app: typer.Typer) -> None:
