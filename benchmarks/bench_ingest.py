@@ -25,13 +25,16 @@ from shopseq.benchmarking import BenchRecord, append_record, write_markdown
 from shopseq.synthetic import SyntheticShopConfig, generate_to_parquet
 
 
-def prepare(events: int, data: Path, seed: int) -> Path:
-    merged = data / f"events-{events}-seed{seed}.parquet"
+def prepare(events: int, data: Path, seed: int, items: int | None = None) -> Path:
+    tag = f"{events}-seed{seed}" + (f"-items{items}" if items else "")
+    merged = data / f"events-{tag}.parquet"
     if merged.exists():
         return merged
-    parts = data / f"parts-{events}-seed{seed}"
+    parts = data / f"parts-{tag}"
     shutil.rmtree(parts, ignore_errors=True)
     config = SyntheticShopConfig.for_events(events, seed=seed)
+    if items:  # the catalogue grows with sqrt(scale): pick the base size that lands on ``items``
+        config = SyntheticShopConfig.for_events(events, seed=seed, n_items=max(2, round(items / config.scale ** 0.5)))
     started = time.perf_counter()
     generate_to_parquet(config, parts)
     print(f"generated in {time.perf_counter() - started:.1f} s", file=sys.stderr)
@@ -81,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000, help="approximate number of events")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--items", type=int, default=None, help="catalogue size (default: the shop's own scaling)")
     parser.add_argument("--data", type=Path, default=Path("/tmp/shopseq-bench"), help="scratch folder")
     parser.add_argument("--child", choices=["ingest", "encode"], help=argparse.SUPPRESS)
     parser.add_argument("--src", type=Path, help=argparse.SUPPRESS)
@@ -94,10 +98,11 @@ def main() -> None:
         return
 
     args.data.mkdir(parents=True, exist_ok=True)
-    src = prepare(args.events, args.data, args.seed)
+    src = prepare(args.events, args.data, args.seed, args.items)
     ing = run_child("--child", "ingest", "--src", str(src), "--data", str(args.data))
     enc = run_child("--child", "encode", "--data", str(args.data))
-    command = f"python benchmarks/bench_ingest.py --events {args.events} --seed {args.seed}"
+    command = f"python benchmarks/bench_ingest.py --events {args.events} --seed {args.seed}" + (
+        f" --items {args.items}" if args.items else "")
     protocol = {"source": "synthetic shop, one Parquet file", "stages": "fresh child process per stage"}
     append_record(BenchRecord(
         bench="ingest", dataset="synthetic", variant="parquet -> store",
