@@ -27,6 +27,11 @@ from shopseq.benchmarking import PROJECT_ROOT, BenchRecord, append_record, write
 SHARED = Path(os.environ.get("SHOPSEQ_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 TAOBAO = SHARED / "taobao-userbehavior-sample" / "UserBehavior_head.csv.gz"
 APPS = ("segments", "intent", "promo", "forecast", "churn")
+NOTES = {
+    "promo": "AUC for 'engaged with the promoted items in the window'",
+    "forecast": "category level; headline *_wape_total = WAPE of the horizon totals per category (7 d synthetic, "
+                "1 d Taobao), *_wape = daily cells; *_median = Poisson medians of the same expected counts",
+}
 
 
 def train_runs(workspace: Path, quick: bool, threads: int) -> dict[str, Path]:
@@ -96,7 +101,7 @@ def record(dataset: str, results: dict[str, tuple[AppSummary, dict[str, int]]], 
                 bench=f"apps-{app}", dataset=dataset, model=model, variant="quick" if quick else None,
                 counts=counts, metrics=metrics, timing={k: v for k, v in summary.timing.items() if app[:5] in k},
                 protocol={"split": "time windows at the end of the log", "quick": quick}, command=command,
-                notes=None if app != "promo" else "AUC for 'engaged with the promoted items in the window'",
+                notes=NOTES.get(app),
             ))
 
 

@@ -173,17 +173,52 @@ def test_promotion_targeting_beats_rfm_on_the_recorded_campaigns(shop_ws: Path) 
     assert np.mean(model_auc) > 0.6
 
 
-def test_demand_forecast_beats_seasonal_naive(shop_ws: Path) -> None:
+def test_demand_forecast_beats_both_baselines(shop_ws: Path) -> None:
+    """Category level, 3 rolling windows of 7 days at the end of the log. Headline: WAPE of the
+    7-day totals per category. Measured (markov run, this shop config, seeds 1 / 2 / 3): model
+    0.278 / 0.294 / 0.296, seasonal naive 0.303 / 0.434 / 0.326, 28-day moving average 0.286 /
+    0.380 / 0.356 -- the model is at most 0.972 x the better baseline (seed 1, the one used here),
+    so the check asks for 0.98 x. Daily cells (model 0.631 vs seasonal naive 0.811 on seed 1) must
+    beat seasonal naive; against the moving average the daily WAPE is within noise (0.631 vs 0.627)."""
     with _open(shop_ws) as store:
         model, data, _ = load_run_and_data(store, shop_ws / "ws" / "runs" / "markov")
     bt = backtest(model, data, ForecastConfig(horizon_days=7), n_windows=3)
-    assert bt.metrics["model"]["wape"] < bt.metrics["seasonal_naive"]["wape"]
+    m = bt.metrics
+    assert m["model"]["wape_total"] < 0.98 * min(m["seasonal_naive"]["wape_total"], m["moving_average"]["wape_total"])
+    assert m["model"]["wape"] < m["seasonal_naive"]["wape"]
+    # Poisson medians of the same means: never worse on absolute error for the moving average either
+    assert m["model_median"]["wape_total"] < m["moving_average_median"]["wape_total"]
     assert len(bt.plot_series["actual"]) == 21
+    # the blend is chosen on the windows before each origin, and the behaviour part carries weight here
+    assert all(0.0 <= p["blend"] <= 1.0 for p in bt.per_origin) and max(p["blend"] for p in bt.per_origin) > 0
     f = forecast(model, data, config=ForecastConfig(horizon_days=7, level="item"))
     assert f.daily.shape == (data.seqs.n_items, 7) and (f.daily >= 0).all()
     # expected purchases are on the scale of what was bought recently
     recent = f.history[:, -28:].sum() / 4
     assert 0.5 * recent < f.daily.sum() < 2 * recent
+
+
+def test_restock_intervals_match_the_planted_consumables(shop_ws: Path) -> None:
+    """The restock part learns item intervals from repeat purchases alone; on the synthetic shop they
+    must be the planted consumables' repurchase intervals (median error within 15 %)."""
+    from shopseq.applications.purchase_history import PurchaseHistoryConfig, learn_restocks, purchases_before
+
+    with _open(shop_ws) as store:
+        _, data, _ = load_run_and_data(store, shop_ws / "ws" / "runs" / "markov")
+    truth = pq.read_table(shop_ws / "shop" / "item_truth.parquet").to_pydict()
+    u, i, t, _ = purchases_before(data, data.end_ms)
+    rs = learn_restocks(u, i, t, data.seqs.n_items, PurchaseHistoryConfig())
+    found = np.flatnonzero(rs.items)
+    assert len(found) >= 10
+    ids = data.seqs.item_vocab.ids.to_pylist()
+    row = {item_id: k for k, item_id in enumerate(truth["item_id"])}
+    planted = np.array([truth["repurchase_days"][row[ids[j - 1]]] or np.nan for j in found], dtype=np.float64)
+    consumable = np.array([truth["is_consumable"][row[ids[j - 1]]] for j in found])
+    # what it calls restocked is mostly a consumable (measured 0.90 here; popular items rebought
+    # organically at similar gaps make up the rest)
+    assert consumable.mean() > 0.8
+    ratio = np.exp(rs.log_interval[found][consumable]) / planted[consumable]
+    assert np.median(np.abs(np.log(ratio))) < np.log(1.15)
 
 
 def test_intent_and_churn_beat_their_baselines(shop_ws: Path) -> None:

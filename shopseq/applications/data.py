@@ -27,7 +27,7 @@ DAY_MS = 86_400_000
 
 
 @dataclass
-class ItemAttributes:
+class ItemCatalog:
     """Arrays indexed by item index (0 = padding): category / brand codes and list prices."""
 
     category: np.ndarray  # int32 (n_items + 1,), -1 = unknown
@@ -61,7 +61,7 @@ def _codes(values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(enc.dictionary.to_pylist(), dtype=object)
 
 
-def load_item_attributes(con: duckdb.DuckDBPyConnection, item_vocab: Vocabulary) -> ItemAttributes:
+def load_item_catalog(con: duckdb.DuckDBPyConnection, item_vocab: Vocabulary) -> ItemCatalog:
     """One query: the vocabulary joined with the items table and per-item event aggregates."""
     name = f"_apps_iv_{uuid.uuid4().hex}"
     con.register(name, pa.table({"item_id": item_vocab.ids,
@@ -86,7 +86,7 @@ def load_item_attributes(con: duckdb.DuckDBPyConnection, item_vocab: Vocabulary)
     brand_codes, brand_names = _codes(tbl.column("brand"))
     price = tbl.column("price").to_numpy(zero_copy_only=False).astype(np.float64)
     pad = np.array([-1], dtype=np.int32)
-    return ItemAttributes(
+    return ItemCatalog(
         category=np.concatenate([pad, cat_codes])[:n], category_names=cat_names,
         brand=np.concatenate([pad, brand_codes])[:n], brand_names=brand_names,
         price=np.concatenate([[np.nan], price])[:n],
@@ -98,7 +98,7 @@ class AppData:
     """Sequences (encoded with the model's item vocabulary) plus item attributes."""
 
     seqs: Sequences
-    items: ItemAttributes
+    items: ItemCatalog
 
     @property
     def start_ms(self) -> int:
@@ -127,7 +127,7 @@ class AppData:
         users = build_user_vocab(store.con)
         seqs = build_sequences(store.con, user_vocab=users, item_vocab=item_vocab,
                                source_version=store.cache_key)
-        return cls(seqs, load_item_attributes(store.con, item_vocab))
+        return cls(seqs, load_item_catalog(store.con, item_vocab))
 
 
 def load_run_and_data(store: EventStore, run_dir: Path) -> tuple[Recommender, AppData, dict[str, Any]]:
