@@ -3,6 +3,7 @@ baselines so the whole flow is exercised in seconds."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -89,3 +90,19 @@ def test_model_commands_end_to_end(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), *ws])
     assert result.exit_code == 2 and "not a shopseq run directory" in result.output
+
+
+def test_early_stopping_validates_under_the_runs_own_protocol(tmp_path: Path) -> None:
+    from shopseq.evaluation import EvalConfig
+
+    seqs = shop_sequences()
+    spec = {"model": "sasrec", "hidden": 16, "max_len": 12, "layers": 1,
+            "train": {"epochs": 1, "quiet": True, "threads": 1, "batch_size": 64}}
+    config = ExperimentConfig(model=spec, split=SplitConfig(method="time"), baselines=[],
+                              eval=EvalConfig(filter_seen=False))
+    run_experiment(seqs, config, tmp_path / "run", {}, log=lambda *_: None)
+    with (tmp_path / "run" / "train_log.csv").open() as f:
+        logged = float(next(csv.DictReader(f))["valid_ndcg@10"])
+    reported = json.loads((tmp_path / "run" / "metrics.json").read_text())["valid"]["ndcg@10"]
+    # one epoch: the validation the trainer saw is the one reported, seen items kept in both
+    assert logged == pytest.approx(reported, rel=1e-9)

@@ -86,12 +86,19 @@ def fit_and_evaluate(
     model: Recommender, split: Split, eval_config: EvalConfig, checkpoint_dir: Path | None = None,
     resume: bool = False,
 ) -> tuple[EvalResult, EvalResult, float] | None:
-    """Fit, then evaluate on test and validation; None on torchrun ranks other than 0."""
+    """Fit, then evaluate on test and validation; None on torchrun ranks other than 0.
+
+    Models that early-stop are validated under the run's own protocol (seen items filtered or
+    kept, as ``eval_config`` says), so the epoch kept is the best one by the measure reported."""
     started = time.perf_counter()
-    if checkpoint_dir is not None and "checkpoint_dir" in inspect.signature(model.fit).parameters:
-        model.fit(split.train, split.valid, checkpoint_dir=checkpoint_dir, resume=resume)  # type: ignore[call-arg]
-    else:
-        model.fit(split.train, split.valid)
+    params = inspect.signature(model.fit).parameters
+    extra: dict[str, Any] = {}
+    if "validate" in params:
+        valid_config = EvalConfig(ks=(10,), filter_seen=eval_config.filter_seen, target=eval_config.target)
+        extra["validate"] = lambda: {k: float(v) for k, v in evaluate(model, split.valid, valid_config).metrics.items()}
+    if checkpoint_dir is not None and "checkpoint_dir" in params:
+        extra |= {"checkpoint_dir": checkpoint_dir, "resume": resume}
+    model.fit(split.train, split.valid, **extra)
     train_seconds = time.perf_counter() - started
     if not init_from_env().is_main:
         return None
