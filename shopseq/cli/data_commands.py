@@ -166,10 +166,17 @@ def forget(
     pseudonymised: Annotated[bool, typer.Option(help="USER is already the stored pseudonym.")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Delete one user's events (and their rejected rows) from the store."""
+    """Delete one user's events and rejected rows from the store, and the user from what the
+    workspace derived from them: the sequence cache and the Parquet files under apps/ (profiles).
+    A running service forgets too with DELETE /users/USER (needs its API key)."""
     with open_store(workspace) as store:
         n = store.forget(user, already_pseudonymised=pseudonymised)
+        purged = store.last_purged
     console.print(f"deleted {n:,} events" + ("" if n else " (no such user in the store)"))
+    if purged:
+        console.print(f"removed the user from {len(purged)} derived file(s) and cache folder(s):")
+        for path in purged:
+            console.print(f"  {path}")
 
 
 @friendly_errors

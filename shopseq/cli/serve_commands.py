@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from safetensors import SafetensorError
 
 from shopseq.cli.common import WorkspaceOpt, console, err_console, friendly_errors
 from shopseq.data.workspace import Workspace
@@ -26,6 +27,10 @@ def model_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except IncompatibleModelError as exc:
             err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        except SafetensorError as exc:  # e.g. a pickle in place of the weights: refused, never unpickled
+            err_console.print(f"[bold red]error:[/] the model weights are not a valid safetensors file ({exc}); "
+                              "shopseq loads only JSON and safetensors")
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -54,7 +59,17 @@ def serve(
         Path | None, typer.Option(help="User profiles Parquet from `shopseq profile` (default: the workspace's "
                                   "apps/<run>/profiles.parquet when it exists).")
     ] = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    access_log: Annotated[bool, typer.Option(help="Log every request (user ids in paths are redacted).")] = False,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File whose first line is the API key that POST /events and admin "
+                                  "endpoints (DELETE /users/ID) require in X-API-Key. Default: $SHOPSEQ_API_KEY; "
+                                  "with neither, /events is open and admin endpoints are off.")
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Allow browser pages from this origin (repeatable), e.g. "
+                                       "https://shop.example.com. Default: CORS off.")
+    ] = None,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (503 after).")] = 30.0,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Serve recommendations over HTTP: POST /recommend, /events, /explain; GET /health, /metrics;
@@ -66,20 +81,29 @@ def serve(
 
     from shopseq.serving.app import create_app
     from shopseq.serving.schemas import ServeLimits
+    from shopseq.serving.security import load_api_key
     from shopseq.serving.state import ServiceConfig, ServiceState
 
     if backend not in ("torch", "onnx"):
         raise ValueError(f"--backend must be torch or onnx, not {backend!r}")
+    origins = [o.strip().rstrip("/") for o in cors_origin or []]
+    bad = [o for o in origins if o == "*" or not o.startswith(("http://", "https://"))]
+    if bad:
+        raise ValueError(f"--cors-origin takes full origins such as https://shop.example.com, not {bad}")
     config = ServiceConfig(
         backend=backend, onnx_dir=onnx, read_only=read_only, popular_days=popular_days, threads=threads,
-        profiles=profiles,
-        limits=ServeLimits(max_k=max_k, max_events=max_events, max_body_bytes=max_body_bytes),
+        profiles=profiles, api_key=load_api_key(api_key_file), cors_origins=origins,
+        limits=ServeLimits(max_k=max_k, max_events=max_events, max_body_bytes=max_body_bytes,
+                           request_timeout_s=request_timeout),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with console.status("loading the model and the users' recent histories"):
         state = ServiceState.open(run_dir, Workspace.resolve(workspace), config)
     console.print(f"{state.model.name} ({state.backend.name}) · {state.histories.n_users:,} users · "
                   f"{state.model.n_items:,} items · http://{host}:{port}/ (docs: /docs)")
+    console.print("API key: " + ("required for writes and admin" if config.api_key else
+                                 "none (POST /events open, admin endpoints off)")
+                  + (f" · CORS: {', '.join(origins)}" if origins else ""))
     try:
         uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=access_log)
     finally:

@@ -86,16 +86,29 @@ def _text(col: str, dtype: str) -> str:
     return f"CAST({col} AS VARCHAR)"
 
 
+_MS_LIMIT = 9e18  # |ms| beyond this cannot be a BIGINT; such rows must be rejected, not fail the file
+
+
+def _ms(expr: str) -> str:
+    """A DOUBLE ms expression as BIGINT, clamped: an overflowing, infinite or NaN number becomes an
+    out-of-range moment (``impossible_timestamp``) instead of a cast error that fails the whole file."""
+    limit = f"{_MS_LIMIT:.0f}"
+    return (f"CAST(CASE WHEN ({expr}) IS NULL THEN NULL WHEN isnan({expr}) OR abs({expr}) >= {limit} THEN {limit} "
+            f"ELSE round({expr}) END AS BIGINT)")
+
+
 def _timestamp_ms(col: str, dtype: str, unit: TimestampUnit) -> str:
     """Expression: canonical ms, NULL when unparsable."""
     if dtype in _TIME_TYPES:
         return f"epoch_ms({col}::TIMESTAMPTZ)"
     number = f"TRY_CAST({col} AS DOUBLE)" if dtype in _TEXT_TYPES else f"CAST({col} AS DOUBLE)"
     exact = f"TRY_CAST({col} AS BIGINT)"  # integers must not lose precision through DOUBLE
+    # exact seconds * 1000 only where the product fits; larger ones go the clamped DOUBLE way
+    exact_s = f"CASE WHEN abs({exact}) < 9000000000000000 THEN {exact} * 1000 END"
     by_unit = {
-        TimestampUnit.SECONDS: f"coalesce({exact} * 1000, CAST(round({number} * 1000) AS BIGINT))",
-        TimestampUnit.MILLISECONDS: f"coalesce({exact}, CAST(round({number}) AS BIGINT))",
-        TimestampUnit.MICROSECONDS: f"coalesce({exact} // 1000, CAST(round({number} / 1000) AS BIGINT))",
+        TimestampUnit.SECONDS: f"coalesce({exact_s}, {_ms(f'{number} * 1000')})",
+        TimestampUnit.MILLISECONDS: f"coalesce({exact}, {_ms(number)})",
+        TimestampUnit.MICROSECONDS: f"coalesce({exact} // 1000, {_ms(f'{number} / 1000')})",
         TimestampUnit.ORDINAL: exact,
     }
     iso = f"epoch_ms(TRY_CAST({col} AS TIMESTAMPTZ))" if dtype in _TEXT_TYPES else "NULL::BIGINT"
@@ -105,9 +118,9 @@ def _timestamp_ms(col: str, dtype: str, unit: TimestampUnit) -> str:
         return iso
     # auto: numbers by magnitude (us > 1e14 > ms > 1e11 > s), anything else as ISO text
     return f"""CASE WHEN {number} IS NULL THEN {iso}
-        WHEN abs({number}) >= 1e14 THEN CAST(round({number} / 1000) AS BIGINT)
-        WHEN abs({number}) >= 1e11 THEN CAST(round({number}) AS BIGINT)
-        ELSE CAST(round({number} * 1000) AS BIGINT) END"""
+        WHEN abs({number}) >= 1e14 THEN {_ms(f'{number} / 1000')}
+        WHEN abs({number}) >= 1e11 THEN {_ms(number)}
+        ELSE {_ms(f'{number} * 1000')} END"""
 
 
 def typed_table(

@@ -141,6 +141,19 @@ def ingest_file(
 _ROW_KEY = ("user_raw", "item_id", "timestamp", "event_type", "session_id", "category", "price", "quantity")
 
 
+def _masked_line(batch: RawBatch, pseudo: Callable[[str], str]) -> str:
+    """SQL for a parser-rejected line as kept: its user field pseudonymised like every stored id.
+    When the reader cannot say where the user id is, or the line is too short to hold it, the
+    line is not kept at all (NULL; the file and line number still point to it): a raw id must
+    never reach the store."""
+    if batch.reject_user_field is None or batch.reject_delimiter is None:
+        return "NULL"
+    i, delim = batch.reject_user_field, sql_str(batch.reject_delimiter)
+    parts = f"string_split(raw, {delim})"
+    masked = f"list_concat({parts}[1:{i}], [{pseudo(f'{parts}[{i + 1}]')}], {parts}[{i + 2}:])"
+    return f"CASE WHEN len({parts}) > {i} THEN array_to_string({masked}, {delim}) END"
+
+
 def _commit_batch(
     store: EventStore,
     batch: RawBatch,
@@ -200,7 +213,7 @@ def _commit_batch(
         if batch.rejects_table:
             con.execute(
                 f"""INSERT INTO rejects SELECT {batch_id}, {sql_str(batch.source_file)}, src_row, reason,
-                    field, raw FROM {batch.rejects_table}"""
+                    field, {_masked_line(batch, pseudo)} FROM {batch.rejects_table}"""
             )
         if n_rejected:
             fields_case = " ".join(f"WHEN '{r}' THEN '{f}'" for r, f in REASON_FIELDS.items())

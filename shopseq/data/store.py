@@ -8,11 +8,14 @@ ingest refused, with reason, field, source file and line), ``batches`` (one row 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from types import TracebackType
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from shopseq.data.formats.base import sql_str
 from shopseq.data.privacy import PseudonymKey
@@ -49,6 +52,7 @@ class EventStore:
         self.workspace = workspace
         self.con = con
         self.key = key
+        self.last_purged: list[Path] = []  # derived files the last ``forget`` removed or rewrote
 
     @classmethod
     def open(cls, workspace: Workspace, read_only: bool = False, memory_limit: str = "1500MB") -> EventStore:
@@ -67,6 +71,8 @@ class EventStore:
         if not read_only:
             store._ensure_schema()
         store._check_schema()
+        if not read_only:
+            store._restore_rejects_files()
         return store
 
     def __enter__(self) -> EventStore:
@@ -95,6 +101,17 @@ class EventStore:
             raise StoreVersionError(
                 f"{self.workspace.store_path} has store schema {found!r}; this shopseq reads {SCHEMA_VERSION!r}"
             )
+
+    def _restore_rejects_files(self) -> None:
+        """An ingest killed between its COMMIT and the rename of its rejects CSV leaves the rows in
+        the ``rejects`` table but no CSV (and a re-run is skipped as already done): write it now."""
+        rows = self.con.execute(
+            "SELECT batch_id FROM batches WHERE rejected > 0 AND format <> 'api' ORDER BY batch_id").fetchall()
+        for (batch_id,) in rows:
+            if not self.rejects_file(int(batch_id)).exists():
+                self.write_rejects_file(int(batch_id))
+        for stale in self.workspace.rejects_dir.glob(".batch-*.csv.tmp-*"):  # the killed writer's copy
+            stale.unlink(missing_ok=True)
 
     def get_meta(self, key: str) -> str | None:
         rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
@@ -196,7 +213,34 @@ class EventStore:
         # the CSV copies of the rejects must not keep what the table no longer has
         for path in self.workspace.rejects_dir.glob("batch-*.csv"):
             self.write_rejects_file(int(path.stem.removeprefix("batch-")))
+        self.last_purged = self.purge_derived(pseudonym)
         return int(deleted)
+
+    def purge_derived(self, pseudonym: str) -> list[Path]:
+        """Remove one user from what the workspace derived from the events: the sequence cache
+        (every cached version holds all users, and all are stale once the store changed) and any
+        Parquet under ``apps/`` with a ``user_id`` column (profiles, targeting lists), rewritten
+        atomically without the user's rows. Returns the folders removed and files rewritten."""
+        touched: list[Path] = []
+        sequences = self.workspace.cache_dir / "sequences"
+        if sequences.is_dir():
+            for folder in sorted(sequences.iterdir()):
+                if folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    touched.append(folder)
+        apps = self.workspace.root / "apps"
+        for path in sorted(apps.rglob("*.parquet")) if apps.is_dir() else []:
+            if path.name.startswith(".") or "user_id" not in pq.read_schema(path).names:
+                continue
+            table = pq.read_table(path)  # schema metadata (e.g. the profiles' segments) is kept
+            keep = pc.invert(pc.fill_null(pc.equal(table.column("user_id"), pseudonym), False))
+            if pc.all(keep).as_py():
+                continue
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            pq.write_table(table.filter(keep), tmp)
+            os.replace(tmp, path)
+            touched.append(path)
+        return touched
 
 
 def upsert_items(store: EventStore, items: pa.Table) -> int:

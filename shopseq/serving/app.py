@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,16 +28,25 @@ from shopseq.serving.schemas import (
     EventsResponse,
     ExplainRequest,
     ExplainResponse,
+    ForgetResponse,
     RecommendRequest,
     RecommendResponse,
+)
+from shopseq.serving.security import (
+    API_KEY_HEADER,
+    RequestTimeout,
+    install_log_redaction,
+    key_matches,
+    redact_path,
 )
 from shopseq.serving.state import RequestError, ServiceState
 
 log = logging.getLogger("shopseq.serving")
 STATIC_DIR = Path(__file__).with_name("static")
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (403, 413, 422, 500)
+    code: {"model": ErrorBody} for code in (403, 413, 422, 500, 503)
 }
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 401: {"model": ErrorBody}}
 
 
 async def _send_json(send: Send, status: int, body: dict) -> None:
@@ -130,6 +140,24 @@ def create_app(state: ServiceState) -> FastAPI:
     metrics = Metrics()
     app.state.service = state
     app.state.metrics = metrics
+    install_log_redaction()
+    api_key = state.config.api_key.get_secret_value() if state.config.api_key is not None else None
+
+    def check_key(given: str | None, admin: bool) -> None:
+        if api_key is None:
+            if admin:
+                raise RequestError(403, "admin endpoints are off: start the service with --api-key-file "
+                                   "(or $SHOPSEQ_API_KEY) to enable them")
+            return
+        if not key_matches(api_key, given):
+            metrics.count("auth_failures")
+            raise RequestError(401, f"missing or wrong {API_KEY_HEADER} header")
+
+    def writer_key(x_api_key: str | None = Header(None, alias=API_KEY_HEADER)) -> None:
+        check_key(x_api_key, admin=False)
+
+    def admin_key(x_api_key: str | None = Header(None, alias=API_KEY_HEADER)) -> None:
+        check_key(x_api_key, admin=True)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -149,7 +177,7 @@ def create_app(state: ServiceState) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.exception("unexpected error on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
         metrics.count("server_errors")
         return _error(500, "internal error; the service log has the details")
 
@@ -159,10 +187,20 @@ def create_app(state: ServiceState) -> FastAPI:
         Unknown users with no known events get the recent window's most popular items."""
         return await state.recommend_batched(req)
 
-    @app.post("/events", response_model=EventsResponse, responses=_ERRORS, tags=["events"])
+    @app.post("/events", response_model=EventsResponse, responses=_AUTH_ERRORS, tags=["events"],
+              dependencies=[Depends(writer_key)])
     def events(req: EventsRequest) -> EventsResponse:
-        """Append a user's events (cleaned like `shopseq ingest`); the next /recommend sees them."""
+        """Append a user's events (cleaned like `shopseq ingest`); the next /recommend sees them.
+        Needs the X-API-Key header when the service has a key."""
         return state.append_events(req)
+
+    @app.delete("/users/{user_id}", response_model=ForgetResponse, responses=_AUTH_ERRORS, tags=["users"],
+                dependencies=[Depends(admin_key)])
+    def forget(user_id: str, pseudonymised: bool = Query(False, description="user_id is the stored pseudonym")
+               ) -> ForgetResponse:
+        """Forget a user: events and rejects in the store, the sequence cache, profiles, and the
+        service's memory. Admin: needs the X-API-Key header (refused when the service has no key)."""
+        return state.forget(user_id, pseudonymised)
 
     @app.post("/explain", response_model=ExplainResponse, responses=_ERRORS, tags=["recommend"])
     def explain(req: ExplainRequest) -> ExplainResponse:
@@ -201,6 +239,12 @@ def create_app(state: ServiceState) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodySizeLimit, max_bytes=state.config.limits.max_body_bytes)
+    limits = state.config.limits
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(RequestTimeout, seconds=limits.request_timeout_s)  # outside: the body read counts
+    if state.config.cors_origins:  # off unless asked for: no cross-origin page may call the service
+        app.add_middleware(CORSMiddleware, allow_origins=list(state.config.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["content-type", API_KEY_HEADER])
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times everything, 413s included
     return app

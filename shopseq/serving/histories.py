@@ -88,10 +88,27 @@ class RecentHistories:
         return len(self._users) + sum(1 for u in self._overlay if self._users.get_one(u) < 0)
 
     def sample_users(self, n: int) -> list[str]:
-        return self._users.keys_sample(n)
+        return [u for u in self._users.keys_sample(n) if self.knows(u)]  # forgotten users left out
 
     def knows(self, pseudonym: str) -> bool:
-        return self._users.get_one(pseudonym) >= 0 or pseudonym in self._overlay
+        row = self._users.get_one(pseudonym)
+        return (row >= 0 and self._counts[row] > 0) or pseudonym in self._overlay
+
+    def forget(self, pseudonym: str) -> int:
+        """Drop a user's events from memory (stored window and overlay); returns how many."""
+        removed = 0
+        with self._lock:
+            row = self._users.get_one(pseudonym)
+            if row >= 0:
+                lo, n = int(self._starts[row]), int(self._counts[row])
+                self._items[lo:lo + n] = 0  # not just hidden: the values go too
+                self._types[lo:lo + n] = 0
+                self._timestamps[lo:lo + n] = 0
+                self._counts[row] = 0
+                removed += n
+            overlay = self._overlay.pop(pseudonym, None)
+            removed += 0 if overlay is None else len(overlay)
+        return removed
 
     def get(self, pseudonym: str) -> EventArrays:
         """The user's last ``limit`` events, oldest first (empty for an unknown user)."""

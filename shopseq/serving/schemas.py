@@ -19,6 +19,8 @@ class ServeLimits(BaseModel):
     max_k: int = Field(100, ge=1, le=MAX_K)
     max_events: int = Field(200, ge=1, le=MAX_EVENTS, description="events per request")
     max_explain: int = Field(10, ge=1, le=50, description="items explained per /explain request")
+    request_timeout_s: float = Field(30.0, gt=0, le=600, description="deadline of one request, body read "
+                                     "included (503 after it)")
 
 
 class _Strict(BaseModel):
@@ -148,6 +150,13 @@ class ExplainResponse(BaseModel):
     unknown_items: list[str]
     attention_available: bool
     method: str
+
+
+class ForgetResponse(BaseModel):
+    user_pseudonym: str
+    events_deleted: int = Field(description="events removed from the store")
+    profile_removed: bool = Field(description="the user had a served profile, now dropped")
+    derived_files: int = Field(description="workspace caches / app outputs the user was removed from")
 
 
 class ErrorBody(BaseModel):

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from shopseq.data.cleaning import CleaningPolicy
 from shopseq.data.schema import EventType
@@ -44,6 +45,7 @@ from shopseq.serving.schemas import (
     ExplainRequest,
     ExplainResponse,
     Filters,
+    ForgetResponse,
     HistoryEvent,
     HistoryQuery,
     RecommendRequest,
@@ -67,6 +69,10 @@ class ServiceConfig(BaseModel):
     max_batch: int = Field(64, ge=1, le=1024, description="most concurrent /recommend requests scored together")
     profiles: Path | None = Field(None, description="user profiles Parquet (`shopseq profile`); default: the "
                                   "workspace's apps/<run>/profiles.parquet when it exists")
+    api_key: SecretStr | None = Field(None, description="required in X-API-Key by POST /events and admin "
+                                      "endpoints; None: writes open, admin endpoints refused")
+    cors_origins: list[str] = Field(default_factory=list, description="origins a browser page may call "
+                                    "from; empty: CORS off")
 
 
 class RequestError(Exception):
@@ -343,6 +349,33 @@ class ServiceState:
         return EventsResponse(user_pseudonym=pseudonym, accepted=len(result.item_ids),
                               duplicates=result.duplicates, rejected=result.rejected,
                               history_length=len(self.histories.get(pseudonym)))
+
+    def forget(self, user_id: str, pseudonymised: bool) -> ForgetResponse:
+        """Forget a user everywhere the service and its workspace hold them: the store (events,
+        rejects), derived files (sequence cache, profiles), the in-memory histories and profiles."""
+        if self.writer is None:
+            raise RequestError(403, "this service was started with --read-only: users cannot be forgotten here; "
+                               "run `shopseq forget` with the service stopped")
+        pseudonym = user_id if pseudonymised else self.store.key.pseudonymise(user_id)
+        with self._store_lock:
+            deleted = self.store.forget(pseudonym, already_pseudonymised=True)
+            derived = len(self.store.last_purged)
+            self.histories.forget(pseudonym)
+            had_profile = False
+            if self.profiles is not None and self.profiles.lookup(pseudonym) is not None:
+                from shopseq.applications.profiles import Profiles
+
+                table = self.profiles.table
+                self.profiles = Profiles(table.filter(pc.invert(pc.equal(table.column("user_id"), pseudonym))),
+                                         self.profiles.meta)
+                had_profile = True
+                purged = {p.resolve() for p in self.store.last_purged}
+                if self.profiles_path is not None and self.profiles_path.resolve() not in purged:
+                    self.profiles.save(self.profiles_path)  # a --profiles file outside the workspace
+                    derived += 1
+        log.info("forgot a user: %d events deleted, %d derived files", deleted, derived)
+        return ForgetResponse(user_pseudonym=pseudonym, events_deleted=deleted, profile_removed=had_profile,
+                              derived_files=derived)
 
     # -- explanations -----------------------------------------------------------------------
     def explain(self, req: ExplainRequest) -> ExplainResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 __all__ = ["Checkpoint", "load_checkpoint", "optimizer_from_flat", "optimizer_to_flat", "save_checkpoint"]
 
 META_FILE = "checkpoint.json"
+_TENSOR_FILE = re.compile(r"state-[A-Za-z0-9_-]{1,64}\.safetensors")
 FORMAT_VERSION = 1
 
 
@@ -63,7 +65,11 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
     meta = json.loads(path.read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format_version')!r}")
-    tensors = load_file(str(Path(directory) / meta["tensors"]))
+    name = meta.get("tensors")
+    # the JSON names the tensor file: only a plain file name of ours, never a path elsewhere
+    if not isinstance(name, str) or not _TENSOR_FILE.fullmatch(name):
+        raise ValueError(f"{path}: bad tensor file name {name!r} (expected state-<tag>.safetensors in the same folder)")
+    tensors = load_file(str(Path(directory) / name))
     return Checkpoint(tensors, meta)
 
 

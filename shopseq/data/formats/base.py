@@ -104,6 +104,10 @@ class RawBatch:
     # by ``order_column`` instead of by their position in a table (``rowid``)
     table_is_view: bool = False
     order_column: str = "rowid"
+    # where the user id sits in an unparsable line (0-based field, delimiter), so ingest can
+    # pseudonymise it before the line is kept; None: the line is not kept, only file + line number
+    reject_user_field: int | None = None
+    reject_delimiter: str | None = None
 
     def drop(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP {'VIEW' if self.table_is_view else 'TABLE'} IF EXISTS {self.table}")

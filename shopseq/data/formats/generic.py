@@ -141,7 +141,10 @@ def read_delimited(
         "ORDER BY src_row"
     )
     con.execute(f"DROP VIEW {lined}; DROP TABLE {numbered}; DROP TABLE IF EXISTS {steps}")
-    return RawBatch(str(path), table, options.timestamp_unit, rejects_table=parse_rej)
+    user_col = options.mapping.user_id
+    return RawBatch(str(path), table, options.timestamp_unit, rejects_table=parse_rej,
+                    reject_user_field=columns.index(user_col) if user_col in columns else None,
+                    reject_delimiter=delim)
 
 
 def read_lines(con: duckdb.DuckDBPyConnection, path: Path, encoding: str = "utf-8") -> tuple[str, str]:
