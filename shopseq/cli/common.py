@@ -14,6 +14,7 @@ from rich.table import Table
 
 from shopseq.data.store import EventStore, StoreVersionError
 from shopseq.data.workspace import WORKSPACE_ENV, Workspace
+from shopseq.errors import IncompatibleModelError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # errors unwrapped: paths stay copyable
@@ -33,13 +34,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(fn: F) -> F:
-    """Turn expected failures (bad input, missing files) into one clear line and exit code 2."""
+    """Turn expected failures (bad input, missing files, run directories this version cannot load)
+    into one clear line and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, StoreVersionError, duckdb.Error) as exc:
+        except (ValueError, FileNotFoundError, StoreVersionError, IncompatibleModelError, duckdb.Error) as exc:
             err_console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from None
 

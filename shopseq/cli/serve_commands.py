@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from safetensors import SafetensorError
 
-from shopseq.cli.common import WorkspaceOpt, console, err_console, friendly_errors
+from shopseq.cli.common import WorkspaceOpt, console, friendly_errors
 from shopseq.data.workspace import Workspace
-from shopseq.models.base import IncompatibleModelError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def model_errors(fn: F) -> F:
-    """Also one clear line for run directories of another version."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except IncompatibleModelError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-        except SafetensorError as exc:  # e.g. a pickle in place of the weights: refused, never unpickled
-            err_console.print(f"[bold red]error:[/] the model weights are not a valid safetensors file ({exc}); "
-                              "shopseq loads only JSON and safetensors")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@model_errors
 @friendly_errors
 def serve(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `shopseq train`.")],
@@ -110,7 +85,6 @@ def serve(
         state.close()
 
 
-@model_errors
 @friendly_errors
 def export_model(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `shopseq train`.")],

@@ -17,12 +17,14 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 
 from shopseq.atomic import replace_dir, temp_sibling
 from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
+from shopseq.errors import IncompatibleModelError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -179,10 +181,6 @@ class Recommender(ABC):
         return cls(config, n_items)
 
 
-class IncompatibleModelError(RuntimeError):
-    pass
-
-
 def read_model_meta(directory: Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.exists():
@@ -197,4 +195,9 @@ def read_model_meta(directory: Path) -> dict[str, Any]:
 
 
 def load_weights(directory: Path) -> dict[str, np.ndarray]:
-    return load_numpy(str(Path(directory) / WEIGHTS_FILE))
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        return load_numpy(str(path))
+    except SafetensorError as exc:  # e.g. a pickle in place of the weights: refused, never unpickled
+        raise IncompatibleModelError(f"{path} is not a valid safetensors file ({exc}); shopseq loads only "
+                                     "JSON and safetensors") from exc
