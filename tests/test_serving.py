@@ -332,7 +332,17 @@ def test_recommend_all_users_streams_in_bounded_chunks(served: tuple, tmp_path: 
     result = CliRunner().invoke(cli_app, [*args, "--out", str(chunked)])
     assert result.exit_code == 0, result.output
     assert pq.ParquetFile(chunked).metadata.num_row_groups > 10
-    assert pq.read_table(chunked).equals(pq.read_table(whole))
+    a, b = pq.read_table(chunked), pq.read_table(whole)
+    assert a.column("user_id").equals(b.column("user_id")) and a.column("rank").equals(b.column("rank"))
+    # other chunk sizes take other matmul blockings: scores agree to float rounding, and items may
+    # swap only where two scores are that close (a near-tie)
+    sa, sb = a.column("score").to_numpy(), b.column("score").to_numpy()
+    np.testing.assert_allclose(sa, sb, atol=1e-5, rtol=0)
+    differ = np.flatnonzero(a.column("item_id").to_numpy(zero_copy_only=False)
+                            != b.column("item_id").to_numpy(zero_copy_only=False))
+    gaps = np.abs(np.diff(sb))
+    near_tie = np.minimum(np.r_[gaps, np.inf][differ], np.r_[np.inf, gaps][differ]) < 1e-5
+    assert near_tie.all(), differ[~near_tie][:10]
 
 
 def test_micro_batcher_scores_concurrent_requests_together() -> None:
