@@ -70,8 +70,9 @@ class BenchRecord(BaseModel):
     variant: str | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     protocol: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    timing: dict[str, float] = Field(default_factory=dict)
+    # None: undefined for this run (e.g. an AUC when every label is the same); NaN is written as null
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    timing: dict[str, float | None] = Field(default_factory=dict)
     seed: int | None = None
     command: str = Field(default_factory=this_command)
     commit: str = Field(default_factory=git_commit)
@@ -93,6 +94,8 @@ def load_records(path: Path = RESULTS) -> list[BenchRecord]:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.2f}"
     if isinstance(value, int):
