@@ -34,26 +34,6 @@ from bench_serve import SERVE_ENV, Connection, free_port, prepare, wait_healthy
 API_KEY = "bench-reliability-key-0123456789"
 
 
-class KeyedConnection(Connection):
-    """bench_serve's client plus an X-API-Key header and the response body."""
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"X-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        self.writer.write(head + body)
-        header = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(header.split(b" ", 2)[1])
-        length = next((int(line.split(b":", 1)[1]) for line in header.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), None)
-        if length is None:
-            await self.close()
-            return status, b""
-        return status, await self.reader.readexactly(length)
-
-
 def start_service(run: Path, workspace: Path, port: int, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "shopseq.cli.main", "serve", str(run), "--workspace", str(workspace),
            "--port", str(port), "--threads", "1"]
@@ -75,7 +55,7 @@ async def load(url: str, users: list[str], items: list[str], clients: int, secon
     async def client(c: int) -> None:
         nonlocal unanswered
         rng = random.Random(c)
-        conn = KeyedConnection(host, int(port))
+        conn = Connection(host, int(port), headers=f"X-API-Key: {API_KEY}\r\n")
         n = 0
         user = f"reliability-{tag}-client-{c}"
         while time.perf_counter() < stop:

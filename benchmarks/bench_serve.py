@@ -103,17 +103,19 @@ class Connection:
     """A minimal HTTP/1.1 keep-alive client on asyncio streams: a few microseconds of CPU per
     request, so the load generator measures the service, not its own HTTP library."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, headers: str = "") -> None:
         self.host, self.port = host, port
+        self.headers = headers  # extra header lines, each ending in \r\n (e.g. an API key)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post_json(self, path: str, body: bytes) -> int:
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """(status, response body) of one JSON POST on the kept-alive connection."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+                f"{self.headers}Content-Length: {len(body)}\r\n\r\n").encode()
         self.writer.write(head + body)
         header = await self.reader.readuntil(b"\r\n\r\n")
         status = int(header.split(b" ", 2)[1])
@@ -121,9 +123,11 @@ class Connection:
                        if line.lower().startswith(b"content-length:")), None)
         if length is None:  # not what uvicorn sends for JSON; drop the connection to stay in sync
             await self.close()
-            return status
-        await self.reader.readexactly(length)
-        return status
+            return status, b""
+        return status, await self.reader.readexactly(length)
+
+    async def post_json(self, path: str, body: bytes) -> int:
+        return (await self.post(path, body))[0]
 
     async def close(self) -> None:
         if self.writer is not None:
