@@ -79,6 +79,7 @@ class BenchRecord(BaseModel):
     date: str = Field(default_factory=lambda: date.today().isoformat())
     machine: str = Field(default_factory=machine)
     notes: str | None = None
+    plots: list[str] | None = Field(None, description="images, relative to the project root")
 
 
 def append_record(record: BenchRecord, path: Path = RESULTS) -> None:
@@ -127,6 +128,8 @@ def render_markdown(records: list[BenchRecord], intro: str = "") -> str:
             note = f" — {r.notes}" if r.notes else ""
             out.append(f"- {r.date} {r.dataset}: `{r.command}` on {r.machine}{(' ' + proto) if proto else ''}{note}")
         out.append("")
+        for plot in dict.fromkeys(p for r in rows for p in r.plots or ()):
+            out += [f"![{Path(plot).stem}]({plot})", ""]
     return "\n".join(out)
 
 

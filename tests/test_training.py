@@ -84,6 +84,38 @@ def test_batches_cover_every_target_exactly_once_and_pad_little() -> None:
     assert batcher.n_users == int((lengths >= 2).sum())
 
 
+@pytest.mark.parametrize("stride", [None, 12, 5])
+def test_all_windows_make_every_later_event_a_target_exactly_once(stride: int | None) -> None:
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(1, 140, size=400)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = np.arange(1, offsets[-1] + 1)
+    window = 21
+    batcher = LengthBatcher(offsets, items, window=window, batch_size=32, all_windows=True, stride=stride)
+    seen: list[np.ndarray] = []
+    for batch in batcher.epoch(np.random.default_rng(0)):
+        for row, user, n in zip(batch.items.numpy(), batch.users, batch.lengths.numpy(), strict=True):
+            assert 2 <= n <= window
+            start = int(np.searchsorted(items, row[0]))  # a contiguous slice of this user's events
+            assert offsets[user] <= start and start + n <= offsets[user + 1]
+            np.testing.assert_array_equal(row[:n], items[start:start + n])
+        keep = batch.target_mask()
+        targets = batch.items[:, 1:]
+        seen.append(targets[keep].numpy())
+        if stride is not None:  # every target that carries loss has >= window - 1 - stride events before it
+            context = (torch.arange(targets.shape[1])[None, :] + 1).expand_as(targets)[keep]
+            first_of_user = torch.from_numpy(np.searchsorted(offsets, targets[keep].numpy() - 1, side="right") - 1)
+            oldest = (targets[keep] - 1 - torch.from_numpy(offsets[first_of_user.numpy()])) < window
+            assert bool(((context >= window - 1 - stride) | oldest).all())
+    got = np.sort(np.concatenate(seen))
+    # every event but each user's first, once (users with one event train nothing)
+    expected = np.concatenate([items[offsets[u] + 1:offsets[u + 1]] for u in range(len(lengths))])
+    np.testing.assert_array_equal(got, expected)
+    assert batcher.n_users > int((lengths >= 2).sum())  # long histories gave several windows
+    assert batcher.target_lengths.sum() - len(batcher.users) == len(expected)  # the loss constant's count
+
+
 def test_batch_order_depends_on_the_seed_only() -> None:
     seqs = chain_sequences(100)
     batcher = LengthBatcher.from_sequences(seqs, 11, 16)

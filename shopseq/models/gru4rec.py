@@ -23,6 +23,8 @@ class GRU4RecConfig(NeuralConfig):
 
 
 class GRU4RecModule(SequenceModule):
+    honours_first_target = True
+
     def __init__(self, n_items: int, c: GRU4RecConfig) -> None:
         super().__init__(n_items)
         self.window = c.max_len + 1
@@ -44,7 +46,7 @@ class GRU4RecModule(SequenceModule):
 
     def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch.items[:, :-1], batch.items[:, 1:]
-        keep = targets != 0
+        keep = batch.target_mask()
         return self.hidden_states(inputs)[keep], targets[keep]
 
     def mean_targets(self, lengths: np.ndarray) -> float:

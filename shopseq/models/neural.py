@@ -157,6 +157,7 @@ class SequenceModule(nn.Module):
     window: int  # events per training window the batcher cuts
     reads_event_features: bool = False  # True: inputs carry event types and timestamps
     trains_on_event_types: bool = False  # True: training batches need event types (auxiliary targets)
+    honours_first_target: bool = False  # True: its loss follows Batch.target_mask (overlapping windows)
 
     def __init__(self, n_items: int) -> None:
         super().__init__()
@@ -221,9 +222,12 @@ class NeuralRecommender(Recommender):
         if validate is None and valid is not None:
             validate = self._validator(valid)
         tc = self.config.train
+        if tc.all_windows and tc.window_stride is not None and not self.module.honours_first_target:
+            raise ValueError(f"{self.name} cannot train on overlapping windows; leave train.window_stride unset")
         batcher = LengthBatcher.from_sequences(train, self.module.window, tc.batch_size,
                                                with_features=self.module.reads_event_features
-                                               or self.module.trains_on_event_types)
+                                               or self.module.trains_on_event_types, all_windows=tc.all_windows,
+                                               stride=tc.window_stride)
         counts = np.bincount(np.asarray(train.items, dtype=np.int64), minlength=self.n_items + 1)
         trainer = Trainer(self.module, batcher, tc, n_items=self.n_items, item_counts=counts, validate=validate,
                           checkpoint_dir=checkpoint_dir, resume=resume, desc=self.name)

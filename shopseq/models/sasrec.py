@@ -56,6 +56,8 @@ def next_purchase_targets(items: torch.Tensor, types: torch.Tensor) -> torch.Ten
 
 
 class SASRecModule(SequenceModule):
+    honours_first_target = True
+
     def __init__(self, n_items: int, c: SASRecConfig) -> None:
         super().__init__(n_items)
         self.window = c.max_len + 1  # inputs = window[:-1], targets = window[1:]
@@ -133,7 +135,7 @@ class SASRecModule(SequenceModule):
     def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         states = self._input_states(batch)
         targets = batch.items[:, 1:]
-        keep = targets != 0
+        keep = batch.target_mask()
         h = states[keep]
         if not self.aux.any:
             return h, targets[keep], None
@@ -146,6 +148,8 @@ class SASRecModule(SequenceModule):
         if self.purchase_proj is not None:
             p_targets = next_purchase_targets(batch.items, batch.types)
             p_keep = (p_targets != 0) & (batch.items[:, :-1] != 0)
+            if batch.first_target is not None:  # overlapping windows: each position counts once
+                p_keep &= torch.arange(p_keep.shape[1])[None, :] >= batch.first_target[:, None]
             if bool(p_keep.any()):
                 hp = self.purchase_proj(states[p_keep])
                 aux = aux + self.aux.next_purchase * full_softmax_ce(hp, self.output_weight(), p_targets[p_keep])

@@ -1,7 +1,14 @@
 """Length-aware batches of per-user windows.
 
-Each training user contributes ONE window per epoch: the last ``window`` events of its sequence,
-left-aligned (position 0 = oldest event in the window; zeros after the end). Users are sorted by
+By default each training user contributes ONE window per epoch: the last ``window`` events of its
+sequence, left-aligned (position 0 = oldest event in the window; zeros after the end). With
+``all_windows`` a history longer than the window is tiled from its end into windows that overlap by
+one event (the last input of a window is the first of the next), so every event after a user's
+first is a target exactly once per epoch, as in prefix-augmented training (RecBole) at a fraction
+of the tokens. A ``stride`` below ``window - 1`` overlaps the windows further so that targets keep
+more context: a row then carries loss only on its newest ``stride`` targets (all of them in a
+user's oldest row), so each target still counts once, predicted from at least
+``window - 1 - stride`` earlier events; the cost is ~``window / stride`` times the tokens. Users are sorted by
 window length (random order among equal lengths) and cut into batches of ``batch_size`` users,
 and the batch order is shuffled: a batch is padded only to its own longest row, so the encoder
 processes ~the real number of events instead of ``users x max_len`` (DESIGN.md: 8x fewer tokens
@@ -28,24 +35,54 @@ class Batch:
     users: np.ndarray  # int64 (B,): user index of every row
     types: torch.Tensor | None = None  # int64 (B, W) event types, when the model reads them
     timestamps: torch.Tensor | None = None  # int64 (B, W) ms, when the model reads them
+    first_target: torch.Tensor | None = None  # int64 (B,): first target column with loss (None: all)
 
     @property
     def size(self) -> int:
         return int(self.items.shape[0])
+
+    def target_mask(self) -> torch.Tensor:
+        """(B, W - 1) targets ``items[:, 1:]`` that carry loss: real ones, from ``first_target`` on."""
+        targets = self.items[:, 1:]
+        keep = targets != 0
+        if self.first_target is not None:
+            keep &= torch.arange(targets.shape[1])[None, :] >= self.first_target[:, None]
+        return keep
 
 
 class LengthBatcher:
     """Batches over the users of ``offsets``/``items`` with at least ``min_length`` events."""
 
     def __init__(self, offsets: np.ndarray, items: np.ndarray, window: int, batch_size: int,
-                 min_length: int = 2, types: np.ndarray | None = None, timestamps: np.ndarray | None = None) -> None:
+                 min_length: int = 2, types: np.ndarray | None = None, timestamps: np.ndarray | None = None,
+                 all_windows: bool = False, stride: int | None = None) -> None:
         if window < 1 or batch_size < 1:
             raise ValueError("window and batch_size must be >= 1")
+        if all_windows and window < 2:
+            raise ValueError("all_windows needs window >= 2 (a window of one event has no target)")
+        stride = window - 1 if stride is None else stride
+        if all_windows and not 1 <= stride <= window - 1:
+            raise ValueError(f"stride must be in [1, window - 1] = [1, {window - 1}], got {stride}")
         offsets = np.asarray(offsets, dtype=np.int64)
         full = np.diff(offsets)
-        self.users = np.flatnonzero(full >= min_length)
-        self.lengths = np.minimum(full[self.users], window)  # window length of every kept user
-        self.ends = offsets[self.users + 1]
+        kept = np.flatnonzero(full >= min_length)
+        if all_windows:
+            # row j of a user (j = 0 is the newest) ends j * stride events before its end; the
+            # oldest row is the first that reaches back to the user's second event (a target)
+            per_user = np.maximum(-(-(full[kept] - window) // stride), 0) + 1
+            self.users = np.repeat(kept, per_user)
+            first_row = np.repeat(np.cumsum(per_user) - per_user, per_user)
+            back = (np.arange(len(self.users)) - first_row) * stride
+            self.lengths = np.minimum(full[self.users] - back, window)
+            self.ends = offsets[self.users + 1] - back
+            oldest = np.repeat(np.cumsum(per_user) - 1, per_user) == np.arange(len(self.users))
+            first = np.where(oldest, 0, np.maximum(self.lengths - 1 - stride, 0))
+            self.first_target = first if first.any() else None
+        else:
+            self.users = kept
+            self.lengths = np.minimum(full[kept], window)  # window length of every kept user
+            self.ends = offsets[kept + 1]
+            self.first_target = None
         self.items = np.asarray(items)
         # event features are gathered only for models that read them (they cost time per batch)
         self.types = None if types is None else np.asarray(types)
@@ -55,14 +92,20 @@ class LengthBatcher:
 
     @classmethod
     def from_sequences(cls, seqs: Sequences, window: int, batch_size: int, min_length: int = 2,
-                       with_features: bool = False) -> LengthBatcher:
-        if with_features:
-            return cls(seqs.offsets, seqs.items, window, batch_size, min_length, seqs.event_types, seqs.timestamps)
-        return cls(seqs.offsets, seqs.items, window, batch_size, min_length)
+                       with_features: bool = False, all_windows: bool = False,
+                       stride: int | None = None) -> LengthBatcher:
+        types, timestamps = (seqs.event_types, seqs.timestamps) if with_features else (None, None)
+        return cls(seqs.offsets, seqs.items, window, batch_size, min_length, types, timestamps, all_windows, stride)
 
     @property
     def n_users(self) -> int:
+        """Rows per epoch: users, or windows with ``all_windows``."""
         return len(self.users)
+
+    @property
+    def target_lengths(self) -> np.ndarray:
+        """Per row, the window length that counts for the loss (``lengths`` less the masked head)."""
+        return self.lengths if self.first_target is None else self.lengths - self.first_target
 
     @property
     def n_events(self) -> int:
@@ -92,7 +135,8 @@ class LengthBatcher:
 
         return Batch(take(self.items), torch.from_numpy(lengths.astype(np.int64)), self.users[rows],
                      None if self.types is None else take(self.types),
-                     None if self.timestamps is None else take(self.timestamps))
+                     None if self.timestamps is None else take(self.timestamps),
+                     None if self.first_target is None else torch.from_numpy(self.first_target[rows].astype(np.int64)))
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
         for rows in self.plan(rng):

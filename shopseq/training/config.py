@@ -20,7 +20,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(100, ge=1, description="length of the cosine schedule; early stopping may end sooner")
-    batch_size: int = Field(128, ge=1, description="users per batch")
+    batch_size: int = Field(128, ge=1, description="users (windows with all_windows) per batch")
+    all_windows: bool = Field(False, description="train on every event of long histories (tiled windows), "
+                                                  "not only the last max_len")
+    window_stride: int | None = Field(None, ge=1, description="with all_windows: events between window ends; "
+                                      "None = max_len (each target once), smaller = overlapping windows")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)

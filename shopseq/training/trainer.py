@@ -120,7 +120,7 @@ class Trainer:
         # The loss of a batch = sum over its targets / this constant (batch_size x mean targets per
         # user): every target weighs the same, whatever the length of its batch. Each rank holds
         # 1/world of a global batch, and gradients are averaged over ranks: hence the division.
-        self.norm = config.batch_size / self.dist.world_size * max(model.mean_targets(batcher.lengths), 1e-9)
+        self.norm = config.batch_size / self.dist.world_size * max(model.mean_targets(batcher.target_lengths), 1e-9)
         counts = np.zeros(n_items + 1, dtype=np.float64)
         if item_counts is not None:
             counts[: len(item_counts)] = item_counts
