@@ -43,8 +43,9 @@ MODELS: dict[str, dict] = {
 PROTOCOL = EvalConfig(ks=(10, 20), filter_seen=False)
 
 
-def write_pairs(seqs: Sequences, eval_set: EvalSet, path: Path) -> int:
-    users = seqs.user_vocab.decode(eval_set.users)
+def write_pairs(seqs: Sequences, eval_set: EvalSet, raw_user: dict[str, str], path: Path) -> int:
+    """(user id as in the file, target item) pairs; the store holds only pseudonyms of user ids."""
+    users = [raw_user[p] for p in seqs.user_vocab.decode(eval_set.users)]
     items = seqs.item_vocab.decode(eval_set.next_items())
     path.write_text("".join(f"{u}\t{i}\n" for u, i in zip(users, items, strict=True)))
     return len(users)
@@ -72,6 +73,9 @@ def main() -> None:
             EventStore.open(Workspace(Path(tmp) / name)) as store:
         report = ingest_file(store, inter, "recbole", ReadOptions())
         seqs = build_sequences(store.con)
+        with open(inter) as f:
+            next(f)
+            raw_user = {store.key.pseudonymise(u): u for u in {line.split("\t", 1)[0] for line in f}}
     split = LeaveOneOutSplit().split(seqs)
     data_seconds = time.perf_counter() - started
 
@@ -121,8 +125,8 @@ def main() -> None:
         "data_prep_seconds": round(data_seconds, 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "torch_threads": __import__("torch").get_num_threads(),
-        "pairs": {"valid": write_pairs(seqs, split.valid, args.out / f"{args.model}.valid.tsv"),
-                  "test": write_pairs(seqs, split.test, args.out / f"{args.model}.test.tsv")},
+        "pairs": {"valid": write_pairs(seqs, split.valid, raw_user, args.out / f"{args.model}.valid.tsv"),
+                  "test": write_pairs(seqs, split.test, raw_user, args.out / f"{args.model}.test.tsv")},
     }
     print(json.dumps(result))
 
