@@ -3,7 +3,10 @@
     python benchmarks/bench_sessions.py --datasets diginetica tmall --models sasrec gru4rec --seed 0
 
 Data: ../shared/data/session-benchmarks-gcegnn (GCE-GNN's published splits, item ids 1..N):
-training sessions, and test examples ``label<TAB>prefix``. The models run in session mode: every
+training sessions, and test examples ``label<TAB>prefix``; and ../shared/data/yoochoose-clicks-100k
+(session-rec's sample: ``train_full`` / ``test`` click logs split by time), where every prefix of a
+test session predicts its next click (session-rec's next-item protocol) and, having no published
+numbers, is reported beside the Markov and popularity baselines run here. The models run in session mode: every
 session is a "user" with no id beyond the session, no event types, no timestamps. Every position
 of a training session is a target (the equivalent of SR-GNN's prefix augmentation, in one pass).
 Test: rank all items for every prefix, seen items NOT filtered (the published protocol), and
@@ -28,15 +31,16 @@ from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
 from shopseq.data.vocab import Vocabulary
 from shopseq.evaluation import EvalConfig, evaluate
-from shopseq.models.registry import build_model
+from shopseq.models.registry import build_model, default_config
 from shopseq.runs.experiment import model_from_dict
 
 SHARED = Path(os.environ.get("SHOPSEQ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FOLDER = SHARED / "session-benchmarks-gcegnn"
-FILES = {"diginetica": "diginetica", "tmall": "Tmall"}
+FILES = {"diginetica": "diginetica", "tmall": "Tmall", "yoochoose-100k": "yoochoose-clicks-100k"}
 # (P@20, MRR@20) in percent, from the GCE-GNN paper (SIGIR 2020), Table 3
 PUBLISHED = {"diginetica": {"SR-GNN": (50.73, 17.59), "GCE-GNN": (54.22, 19.04)},
-             "tmall": {"SR-GNN": (27.57, 13.72), "GCE-GNN": (33.42, 15.42)}}
+             "tmall": {"SR-GNN": (27.57, 13.72), "GCE-GNN": (33.42, 15.42)},
+             "yoochoose-100k": {}}
 
 
 def _token_lists(path: Path, column: str = "line") -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +55,8 @@ def _token_lists(path: Path, column: str = "line") -> tuple[np.ndarray, np.ndarr
 
 
 def load(dataset: str) -> tuple[Sequences, EvalSet, EvalSet, int] | None:
+    if dataset == "yoochoose-100k":
+        return load_yoochoose()
     train_file = FOLDER / f"{FILES[dataset]}_train_sessions.txt.gz"
     test_file = FOLDER / f"{FILES[dataset]}_test_prefix_label.txt.gz"
     if not train_file.exists():
@@ -72,10 +78,55 @@ def load(dataset: str) -> tuple[Sequences, EvalSet, EvalSet, int] | None:
     last = np.zeros(len(items), dtype=bool)
     ends = np.cumsum(lengths)
     last[ends[held] - 1] = True
+    train, valid = _hold_out_last_clicks(items, lengths, n_items)
+    return train, valid, test, n_items
+
+
+def _hold_out_last_clicks(items: np.ndarray, lengths: np.ndarray, n_items: int) -> tuple[Sequences, EvalSet]:
+    """Training sessions without the last click of 5% of them (length >= 2), and those clicks as
+    the early-stopping set."""
+    rng = np.random.default_rng(0)
+    held = (rng.random(len(lengths)) < 0.05) & (lengths >= 2)
+    last = np.zeros(len(items), dtype=bool)
+    last[np.cumsum(lengths)[held] - 1] = True
     train = _sequences(items[~last], lengths - held, n_items)
     h_mask = np.repeat(held, lengths) & ~last
-    valid = _eval_set(items[h_mask], lengths[held] - 1, items[last], np.ones(int(held.sum()), np.int64))
-    return train, valid, test, n_items
+    return train, _eval_set(items[h_mask], lengths[held] - 1, items[last], np.ones(int(held.sum()), np.int64))
+
+
+def _click_sessions(path: Path, con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
+    """(session lengths, item ids) of a session-rec click log, sessions in id order, clicks by time."""
+    rows = con.sql(f"""SELECT SessionId AS s, ItemId AS i FROM read_csv('{path}', delim='\t', header=true)
+                       ORDER BY SessionId, Time""").fetchnumpy()
+    sessions = rows["s"]
+    starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
+    return np.diff(np.r_[starts, len(sessions)]).astype(np.int64), np.asarray(rows["i"], dtype=np.int64)
+
+
+def load_yoochoose() -> tuple[Sequences, EvalSet, EvalSet, int] | None:
+    folder = SHARED / "yoochoose-clicks-100k"
+    train_file = folder / "yoochoose-clicks-100k_train_full.txt.gz"
+    test_file = folder / "yoochoose-clicks-100k_test.txt"
+    if not train_file.exists():
+        print(f"skipping yoochoose-100k: {train_file} is absent", file=sys.stderr)
+        return None
+    con = duckdb.connect()
+    lengths, raw = _click_sessions(train_file, con)
+    t_lengths, t_raw = _click_sessions(test_file, con)
+    vocab, items = np.unique(raw, return_inverse=True)  # ids 1..N in sorted order of the original ids
+    items = (items + 1).astype(np.int32)
+    t_items = np.searchsorted(vocab, t_raw) + 1
+    t_items = np.where(vocab[np.minimum(t_items - 1, len(vocab) - 1)] == t_raw, t_items, 0)  # 0: unseen item
+    # every prefix of a test session predicts the click after it
+    starts = np.repeat(np.cumsum(t_lengths) - t_lengths, t_lengths)
+    j = np.arange(len(t_items)) - starts  # position within the session
+    targets = np.flatnonzero(j >= 1)
+    h_len = j[targets]
+    h_first = np.repeat(starts[targets], h_len)
+    h_items = t_items[h_first + np.arange(int(h_len.sum())) - np.repeat(np.cumsum(h_len) - h_len, h_len)]
+    test = _eval_set(h_items, h_len, t_items[targets], np.ones(len(targets), np.int64))
+    train, valid = _hold_out_last_clicks(items, lengths, len(vocab))
+    return train, valid, test, len(vocab)
 
 
 def _sequences(items: np.ndarray, lengths: np.ndarray, n_items: int) -> Sequences:
@@ -118,23 +169,27 @@ def main() -> None:
         print(f"{dataset}: {train.n_users:,} training sessions, {train.n_events:,} clicks, {n_items:,} items; "
               f"{test.n_users:,} test prefixes", flush=True)
         for name in args.models:
+            neural = "train" in type(default_config(name)).model_fields
             spec = {"model": name, "max_len": args.max_len,
                     "train": {"epochs": args.epochs, "patience": args.patience, "monitor": "mrr@20",
-                              "threads": args.threads, "quiet": True, "batch_size": 256}}
+                              "threads": args.threads, "quiet": True, "batch_size": 256}} if neural else {"model": name}
             model = build_model(model_from_dict(spec, args.seed), n_items)
             started = time.perf_counter()
-            model.fit(train, validate=lambda m=model, v=valid: evaluate(m, v, eval_config).metrics)
+            if neural:
+                model.fit(train, validate=lambda m=model, v=valid: evaluate(m, v, eval_config).metrics)
+            else:  # baselines (markov, pop) have nothing to early-stop
+                model.fit(train)
             train_seconds = time.perf_counter() - started
             result = evaluate(model, test, eval_config)
             p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
             per_epoch = [r["seconds"] for r in getattr(model, "history", [])]
-            published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items())
+            published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items()) or "none"
             print(f"{dataset} {name}: P@20 {p20:.2f}, MRR@20 {mrr20:.2f} (published: {published}); "
                   f"{len(per_epoch)} epochs, {train_seconds:.0f} s, eval {result.seconds:.1f} s", flush=True)
             if not args.no_record:
                 append_record(BenchRecord(
                     bench="sessions-gcegnn", dataset=dataset, model=name,
-                    variant=f"session mode, max_len {args.max_len}",
+                    variant=f"session mode, max_len {args.max_len}" if neural else "baseline",
                     counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": n_items,
                             "test_prefixes": test.n_users},
                     protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
