@@ -9,7 +9,10 @@ and re-buy: a seen-item filter would make every repeat purchase unreachable). Pe
 
 * next item: the first test-window event of each user (HR@10, NDCG@10);
 * next purchase: the first PURCHASE of each user's test window, scored with the purchase head
-  where the variant has one, with the next-item scores otherwise (HR@10, NDCG@10);
+  where the variant has one, with the next-item scores otherwise (HR@10, NDCG@10). Its input is
+  the history plus the test window's events before that purchase (``--purchase-input visit``,
+  the moment a shop would ask: this visit's views and carts are known), or the history before
+  the window only (``before-window``, the protocol of the first records);
 * next event type (variants with the type head): accuracy and macro-F1 against the majority
   class and the type-Markov baseline;
 * purchase intent: P(any purchase in the last day of the log), a calibrated logistic model on the
@@ -109,22 +112,22 @@ def make_model(label: str, n_items: int, attrs: ItemAttributes, train: TrainConf
     return model
 
 
-def purchase_validator(model: SASRec, split: Split) -> Callable[[], dict[str, float]]:
-    valid = split.valid.with_target_types(PURCHASE)
+def purchase_validator(model: SASRec, split: Split, visit: bool) -> Callable[[], dict[str, float]]:
+    valid = split.valid.with_target_types(PURCHASE, window_context=visit)
     config = EvalConfig(ks=(10,), filter_seen=False, head="purchase")
     return lambda: {k: float(v) for k, v in evaluate(model, valid, config).metrics.items()}
 
 
 def run_variant(label: str, dataset: str, loaded: Loaded, split: Split, train: TrainConfig, command: str,
-                record: bool) -> dict[str, Any]:
+                record: bool, visit: bool) -> dict[str, Any]:
     seqs, attrs, app_data = loaded
     model = make_model(label, seqs.n_items, attrs, train)
     started = time.perf_counter()
-    model.fit(split.train, validate=purchase_validator(model, split))
+    model.fit(split.train, validate=purchase_validator(model, split, visit))
     train_seconds = time.perf_counter() - started
     item_cfg = EvalConfig(ks=(10,), filter_seen=False)
     next_item = evaluate(model, split.test, item_cfg)
-    test_p = split.test.with_target_types(PURCHASE)
+    test_p = split.test.with_target_types(PURCHASE, window_context=visit)
     next_purchase = evaluate(model, test_p, item_cfg.model_copy(update={"head": "purchase"}))
     metrics = {"item_ndcg@10": next_item.metrics["ndcg@10"], "item_hr@10": next_item.metrics["hr@10"],
                "purchase_ndcg@10": next_purchase.metrics["ndcg@10"], "purchase_hr@10": next_purchase.metrics["hr@10"]}
@@ -147,6 +150,8 @@ def run_variant(label: str, dataset: str, loaded: Loaded, split: Split, train: T
                     "test_users": split.test.n_users, "purchase_test_users": test_p.n_users},
             protocol={"split": "global time 80/10/10", "ranking": "full", "filter_seen": False,
                       "early_stopping": "valid next-purchase NDCG@10",
+                      "purchase_input": "history + the window's events before the purchase" if visit
+                      else "history before the test window",
                       "attribute_coverage": round(attrs.coverage(), 3)},
             metrics={k: round(v, 5) for k, v in metrics.items()},
             timing={"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 2),
@@ -166,6 +171,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--purchase-input", choices=["visit", "before-window"], default="visit",
+                        help="next-purchase input: with the window's events before the purchase, or without")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/shopseq-bench/behaviour"))
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to results.jsonl")
     args = parser.parse_args()
@@ -181,7 +188,8 @@ def main() -> None:
         split = GlobalTimeSplit().split(seqs)
         print(f"{dataset}: {seqs!r}; attributes on {attrs.coverage():.0%} of items ({attrs.n_tokens} tokens)\n"
               f"{split.describe()}", flush=True)
-        results[dataset] = {label: run_variant(label, dataset, loaded, split, train, command, not args.no_record)
+        results[dataset] = {label: run_variant(label, dataset, loaded, split, train, command, not args.no_record,
+                                               args.purchase_input == "visit")
                             for label in args.variants}
     print(json.dumps(results, indent=2))
     if not args.no_record:

@@ -231,3 +231,37 @@ def test_split_works_on_memory_mapped_sequences(seqs: Sequences, tmp_path) -> No
     a, b = GlobalTimeSplit().split(seqs), GlobalTimeSplit().split(loaded)
     assert a.summary() == b.summary()
     np.testing.assert_array_equal(a.test.target_items, b.test.target_items)
+
+
+def _eval_set(histories: list[list[tuple[int, int]]], windows: list[list[tuple[int, int]]]) -> EvalSet:
+    """An EvalSet from per-user (item, type) lists; timestamps count up within each user."""
+    def flat(rows: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        items = np.array([i for r in rows for i, _ in r], dtype=np.int32)
+        types = np.array([t for r in rows for _, t in r], dtype=np.int8)
+        return np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64), items, types
+
+    h_off, h_items, h_types = flat(histories)
+    t_off, t_items, t_types = flat(windows)
+    return EvalSet(users=np.arange(len(histories), dtype=np.int32), history_offsets=h_off, history_items=h_items,
+                   history_types=h_types, history_timestamps=np.arange(len(h_items), dtype=np.int64),
+                   target_offsets=t_off, target_items=t_items, target_types=t_types,
+                   target_timestamps=np.arange(len(t_items), dtype=np.int64) + 100)
+
+
+@pytest.mark.parametrize("window_context", [False, True])
+def test_next_purchase_targets_with_and_without_the_visit_before_them(window_context: bool) -> None:
+    view, cart, buy = 0, 1, 3
+    es = _eval_set(
+        histories=[[(1, view), (2, view)], [(7, view)], []],
+        windows=[[(3, view), (4, cart), (4, buy), (5, view), (6, buy)], [(8, view)], [(9, buy)]],
+    )
+    got = es.with_target_types((buy,), window_context=window_context)
+    np.testing.assert_array_equal(got.users, [0, 2])  # user 1 bought nothing in the window
+    np.testing.assert_array_equal(got.target_items, [4, 6, 9])
+    np.testing.assert_array_equal(got.target_offsets, [0, 2, 3])
+    # with the visit's context, the cart of item 4 is in the input of the purchase of item 4
+    hist0 = [1, 2, 3, 4] if window_context else [1, 2]
+    np.testing.assert_array_equal(got.history_items, hist0)
+    np.testing.assert_array_equal(got.history_offsets, [0, len(hist0), len(hist0)])
+    np.testing.assert_array_equal(got.history_types, [view, view, view, cart][:len(hist0)])
+    assert (np.diff(got.history_timestamps) > 0).all()  # still in time order

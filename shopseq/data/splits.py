@@ -87,21 +87,41 @@ class EvalSet:
     def summary(self) -> dict[str, int]:
         return {"users": self.n_users, "targets": self.n_targets, "history_events": self.n_history_events}
 
-    def with_target_types(self, types: tuple[int, ...]) -> EvalSet:
+    def with_target_types(self, types: tuple[int, ...], window_context: bool = False) -> EvalSet:
         """Only target events of the given event types (e.g. purchases: the next-purchase task);
-        users left without a target are dropped, histories are unchanged."""
+        users left without such a target are dropped.
+
+        ``window_context=False`` keeps the histories unchanged: the model predicts the window's
+        purchases from what happened before the window. ``True`` is the task at the moment of the
+        first purchase: the window's events before it (this visit's views and carts) join the
+        history, and the targets are the purchases from the first one on."""
         keep = np.isin(self.target_types, np.asarray(types, dtype=self.target_types.dtype))
-        n_tgt = np.add.reduceat(keep.astype(np.int64), self.target_offsets[:-1]) if len(keep) else np.zeros(0, int)
-        n_tgt = np.where(self.target_lengths() > 0, n_tgt, 0)  # reduceat repeats a value for empty rows
-        chosen = n_tgt > 0
+        t_len = self.target_lengths()
+        rel = np.arange(len(keep)) - np.repeat(self.target_offsets[:-1], t_len)  # index within the window
+        big = np.iinfo(np.int64).max
+        first = np.full(self.n_users, big, dtype=np.int64)
+        rows = np.repeat(np.arange(self.n_users), t_len)
+        np.minimum.at(first, rows[keep], rel[keep])
+        chosen = first < big
+        before = (rel < first[rows]) & chosen[rows] if window_context else np.zeros(len(keep), dtype=bool)
+        n_tgt = np.bincount(rows[keep], minlength=self.n_users)
         h_keep = np.repeat(chosen, self.history_lengths())
-        t_keep = keep & np.repeat(chosen, self.target_lengths())
+        t_keep = keep & chosen[rows]
+        # new history per user: its old history, then (window_context) the window's events before the
+        # first target; a stable sort by user keeps that order
+        h_user = np.concatenate([np.repeat(np.arange(self.n_users), self.history_lengths())[h_keep], rows[before]])
+        order = np.argsort(h_user, kind="stable")
+
+        def history(old: np.ndarray, window: np.ndarray) -> np.ndarray:
+            return np.concatenate([old[h_keep], window[before]])[order]
+
+        n_hist = np.bincount(h_user, minlength=self.n_users)
         return EvalSet(
             users=self.users[chosen],
-            history_offsets=_offsets(self.history_lengths()[chosen]),
-            history_items=self.history_items[h_keep],
-            history_types=self.history_types[h_keep],
-            history_timestamps=self.history_timestamps[h_keep],
+            history_offsets=_offsets(n_hist[chosen]),
+            history_items=history(self.history_items, self.target_items),
+            history_types=history(self.history_types, self.target_types),
+            history_timestamps=history(self.history_timestamps, self.target_timestamps),
             target_offsets=_offsets(n_tgt[chosen]),
             target_items=self.target_items[t_keep],
             target_types=self.target_types[t_keep],
