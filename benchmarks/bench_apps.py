@@ -45,8 +45,12 @@ def train_runs(workspace: Path, quick: bool, threads: int) -> dict[str, Path]:
         seqs = build_sequences(store.con)
     sasrec = {"model": "sasrec", "hidden": 32 if quick else 64,
               "train": {"epochs": 3 if quick else 30, "threads": threads, "quiet": True, "patience": 5}}
+    # the multi-behaviour SASRec: event types and time gaps in, next-type and next-purchase heads out
+    # (the forecast's purchase mix then comes from the purchase head)
+    heads = {**sasrec, "features": {"event_types": True, "time_gaps": True},
+             "aux": {"next_type": 0.2, "next_purchase": 1.0}}
     runs = {}
-    for name, spec in {"markov": {"model": "markov"}, "sasrec": sasrec}.items():
+    for name, spec in {"markov": {"model": "markov"}, "sasrec": sasrec, "sasrec+heads": heads}.items():
         run = workspace / "runs" / name
         config = ExperimentConfig(model=spec, split=SplitConfig(method="time"),
                                   eval=EvalConfig(ks=(10,), filter_seen=False), baselines=[])

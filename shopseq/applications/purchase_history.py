@@ -9,7 +9,8 @@ Two kinds of purchases are told apart, because they are predictable in different
 * organic purchases: everything else. Per user a recency-weighted purchase rate, shrunk (gamma-
   Poisson) towards the rate the user's recent activity implies, times a category mix shrunk from
   the user's purchases towards their recent events (views show tastes before purchases do), the
-  recommender's next-item distribution and the population's purchase mix.
+  recommender's next-purchase distribution (its purchase head; the next-item distribution for
+  models without one) and the population's purchase mix.
 
 All sums are bincounts over event arrays; nothing loops over users or events in Python.
 """
@@ -176,9 +177,9 @@ def organic_rate(model: Recommender, data: AppData, origin_ms: int, group: np.nd
     if m > 0 and len(rows):
         past = data.before(origin_ms)
         if level == "category":
-            mix += m * (coef[rows, None] * group_distribution(model, past, rows, group, n_groups)).sum(0)
+            mix += m * (coef[rows, None] * group_distribution(model, past, rows, group, n_groups, purchase=True)).sum(0)
         else:
-            mix += m * weighted_item_mass(model, past, rows, coef[rows])[1:]
+            mix += m * weighted_item_mass(model, past, rows, coef[rows], purchase=True)[1:]
     return mix
 
 

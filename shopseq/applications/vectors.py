@@ -45,12 +45,14 @@ def user_vectors(model: Recommender, seqs: Sequences, rows: np.ndarray, max_dims
     return np.concatenate(out)
 
 
-def next_item_probs(model: Recommender, histories: Histories) -> torch.Tensor:
-    """float32 (B, n_items + 1) next-item distribution (column 0, padding, is 0)."""
+def next_item_probs(model: Recommender, histories: Histories, purchase: bool = False) -> torch.Tensor:
+    """float32 (B, n_items + 1) next-item distribution (column 0, padding, is 0); with ``purchase``
+    the distribution of the next *purchased* item, from the model's purchase head where it has one
+    (``score_purchase``; models without one answer with their next-item scores)."""
     from shopseq.models.neural import NeuralRecommender  # lazy: torch models are optional
 
     with torch.no_grad():
-        scores = model.score(histories).float().clone()
+        scores = (model.score_purchase(histories) if purchase else model.score(histories)).float().clone()
         if isinstance(model, NeuralRecommender):
             scores[:, 0] = -torch.inf
             return torch.softmax(scores, dim=1)
@@ -62,35 +64,36 @@ def next_item_probs(model: Recommender, histories: Histories) -> torch.Tensor:
         return torch.where(total > 0, probs / total.clamp(min=1e-30), uniform)
 
 
-def iter_next_item_probs(model: Recommender, seqs: Sequences, rows: np.ndarray
+def iter_next_item_probs(model: Recommender, seqs: Sequences, rows: np.ndarray, purchase: bool = False
                          ) -> Iterator[tuple[slice, torch.Tensor]]:
     """``(positions in rows, probabilities)`` chunk by chunk."""
     rows = np.asarray(rows, dtype=np.int64)
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start:start + CHUNK]
-        yield slice(start, start + len(chunk)), next_item_probs(model, Histories.from_sequences(seqs, model.max_len,
-                                                                                                chunk))
+        histories = Histories.from_sequences(seqs, model.max_len, chunk)
+        yield slice(start, start + len(chunk)), next_item_probs(model, histories, purchase)
 
 
 def group_distribution(model: Recommender, seqs: Sequences, rows: np.ndarray, item_group: np.ndarray,
-                       n_groups: int) -> np.ndarray:
+                       n_groups: int, purchase: bool = False) -> np.ndarray:
     """float32 (len(rows), n_groups): the next-item distribution summed per group (e.g. category);
     items without a group (-1) are left out."""
     item_group = np.asarray(item_group, dtype=np.int64)
     items = torch.from_numpy(np.flatnonzero(item_group >= 0))
     groups = torch.from_numpy(item_group[items.numpy()])
     out = np.zeros((len(rows), n_groups), dtype=np.float32)
-    for where, probs in iter_next_item_probs(model, seqs, rows):
+    for where, probs in iter_next_item_probs(model, seqs, rows, purchase):
         summed = torch.zeros(probs.shape[0], n_groups).index_add_(1, groups, probs[:, items])
         out[where] = summed.numpy()
     return out
 
 
-def weighted_item_mass(model: Recommender, seqs: Sequences, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_item_mass(model: Recommender, seqs: Sequences, rows: np.ndarray, weights: np.ndarray,
+                       purchase: bool = False) -> np.ndarray:
     """float64 (n_items + 1,): sum over users of ``weights[u] * P(next item = i | history u)``."""
     total = torch.zeros(model.n_items + 1, dtype=torch.float64)
     w = torch.from_numpy(np.asarray(weights, dtype=np.float64))
-    for where, probs in iter_next_item_probs(model, seqs, rows):
+    for where, probs in iter_next_item_probs(model, seqs, rows, purchase):
         total += (w[where][:, None] * probs.double()).sum(dim=0)
     return total.numpy()
 

@@ -8,11 +8,12 @@ first is a target exactly once per epoch, as in prefix-augmented training (RecBo
 of the tokens. A ``stride`` below ``window - 1`` overlaps the windows further so that targets keep
 more context: a row then carries loss only on its newest ``stride`` targets (all of them in a
 user's oldest row), so each target still counts once, predicted from at least
-``window - 1 - stride`` earlier events; the cost is ~``window / stride`` times the tokens. Users are sorted by
-window length (random order among equal lengths) and cut into batches of ``batch_size`` users,
-and the batch order is shuffled: a batch is padded only to its own longest row, so the encoder
-processes ~the real number of events instead of ``users x max_len`` (DESIGN.md: 8x fewer tokens
-on Amazon Beauty). Every window (hence every target) appears exactly once per epoch.
+``window - 1 - stride`` earlier events; the cost is ~``window / stride`` times the tokens.
+
+Rows are sorted by window length (random order among equal lengths) and cut into batches of
+``batch_size`` rows, and the batch order is shuffled: a batch is padded only to its own longest
+row, so the encoder processes ~the real number of events instead of ``rows x max_len``
+(DESIGN.md: 8x fewer tokens on Amazon Beauty). Every row appears exactly once per epoch.
 """
 
 from __future__ import annotations
