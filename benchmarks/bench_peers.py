@@ -140,7 +140,7 @@ def wall_curve(res: dict) -> np.ndarray:
 def seconds_to_reach(res: dict, target: float) -> float | None:
     curve, wall = np.asarray(res["valid_curve"]), wall_curve(res)
     hit = np.flatnonzero(curve >= target - 1e-12)
-    return float(wall[hit[0]]) if len(hit) else None
+    return round(float(wall[hit[0]]), 2) if len(hit) else None
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
@@ -214,12 +214,12 @@ def main() -> None:
             flip = not flip  # alternate who goes first, so drift of the machine hits every system
             if args.only:
                 continue
-            record_runs(dataset, model, results, out, command, args.no_record)
+            record_runs(dataset, model, results, out, command, args.epochs, args.no_record)
     if not (args.no_record or args.only):
         write_markdown()
 
 
-def record_runs(dataset: str, model: str, results: dict[str, dict], out: Path, command: str,
+def record_runs(dataset: str, model: str, results: dict[str, dict], out: Path, command: str, epochs: int,
                 no_record: bool) -> None:
     """Check every peer evaluated our (user, target) pairs; record each system and each ratio."""
     ours = results["ours"]
@@ -234,7 +234,7 @@ def record_runs(dataset: str, model: str, results: dict[str, dict], out: Path, c
                          f"compare {out}/ours and {out}/{who}")
             checks[f"{part}_pairs_identical"] = n
     protocol = {"split": "leave-one-out", "ranking": "full", "filter_seen": False, **checks,
-                "early_stopping": "valid NDCG@10, patience 10", "epoch_cap": 100}
+                "early_stopping": "valid NDCG@10, patience 10", "epoch_cap": epochs}
     counts = {"users": ours["n_users"], "items": ours["n_items"], "interactions": ours["n_inters"]}
     labels = {"ours": "shopseq", **{who: PEER_SYSTEMS[who][0] for who in peers}}
     plot = plot_curves({labels[who]: res for who, res in results.items()}, dataset, model)
