@@ -91,6 +91,16 @@ def peer_python(peer: str) -> Path:
     return python
 
 
+def peer_budget(specs: list[str], peer: str) -> float:
+    """Seconds for ``peer`` from ``--peer-budget`` values: ``SECONDS`` for every peer, or ``PEER=SECONDS``."""
+    budget = 0.0
+    for spec in specs:
+        name, _, value = spec.rpartition("=")
+        if name in ("", peer):
+            budget = float(value)
+    return budget
+
+
 def peer_command(peer: str, folder: Path, model: str, out: Path, args: argparse.Namespace) -> list[str]:
     name = PEER_SYSTEMS[peer][2][model]
     cmd = [str(peer_python(peer)), str(PEERS / f"{peer}_run.py"), str(folder), "--epochs", str(args.epochs),
@@ -99,8 +109,9 @@ def peer_command(peer: str, folder: Path, model: str, out: Path, args: argparse.
         cmd += ["--models", name, "--workdir", str(out / "work")]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    if args.peer_budget:
-        cmd += ["--time-budget", str(args.peer_budget)]
+    budget = peer_budget(args.peer_budget, peer)
+    if budget:
+        cmd += ["--time-budget", str(budget)]
     return cmd
 
 
@@ -180,8 +191,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["sasrec", "gru4rec"], choices=["sasrec", "gru4rec"])
     parser.add_argument("--peers", nargs="+", default=sorted(PEER_SYSTEMS), choices=sorted(PEER_SYSTEMS))
     parser.add_argument("--epochs", type=int, default=100, help="epoch cap for both systems")
-    parser.add_argument("--peer-budget", type=float, default=0,
-                        help="wall-clock seconds per peer training run (0 = none); it keeps its best "
+    parser.add_argument("--peer-budget", nargs="+", default=[], metavar="[PEER=]SECONDS",
+                        help="wall-clock seconds per peer training run, for all peers or one (e.g. recbole=3000 "
+                             "rectools=1200; default none); it keeps its best "
                              "checkpoint so far, and the records say it was stopped by the budget")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of both systems (0 = torch's default, all cores)")
