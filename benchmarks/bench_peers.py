@@ -20,6 +20,7 @@ RecBole's virtualenv is made on first use by ``benchmarks/peers/setup_recbole.sh
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -158,7 +159,7 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return None if not num or not den else round(num / den, 2)
 
 
-def plot_curves(curves: dict[str, dict], dataset: str, model: str) -> str | None:
+def plot_curves(curves: dict[str, dict], dataset: str, model: str, tag: str = "") -> str | None:
     try:
         import matplotlib
 
@@ -166,7 +167,7 @@ def plot_curves(curves: dict[str, dict], dataset: str, model: str) -> str | None
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    rel = f"benchmarks/plots/peers-{dataset}-{model}.png"
+    rel = f"benchmarks/plots/peers-{dataset}-{model}{tag}.png"
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, res in curves.items():
         ax.plot(wall_curve(res), res["valid_curve"], marker=".", label=label)
@@ -199,6 +200,9 @@ def main() -> None:
                         help="torch threads of both systems (0 = torch's default, all cores)")
     parser.add_argument("--reuse", action="store_true",
                         help="read a side's result from an earlier run of the same command instead of rerunning it")
+    parser.add_argument("--ours-set", default="", metavar="JSON",
+                        help='overrides of our model config, e.g. \'{"train": {"window_stride": 5}}\' (a separate '
+                             "run, labelled with them)")
     parser.add_argument("--only", choices=["ours", *sorted(PEER_SYSTEMS)],
                         help="run one side only and keep its result for a later --reuse (records nothing)")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/shopseq-bench/peers"))
@@ -212,27 +216,32 @@ def main() -> None:
             continue
         for model in args.models:
             out = args.scratch / "runs" / f"{dataset}-{model}"
+            ours_dir = "ours" + (f"-{hashlib.sha1(args.ours_set.encode()).hexdigest()[:8]}" if args.ours_set else "")
             ours_cmd = [sys.executable, str(PEERS / "shopseq_run.py"), str(folder), "--model", model,
-                        "--out", str(out / "ours"), "--epochs", str(args.epochs)]
+                        "--out", str(out / ours_dir), "--epochs", str(args.epochs)]
             if args.threads:
                 ours_cmd += ["--threads", str(args.threads)]
+            if args.ours_set:
+                ours_cmd += ["--set", args.ours_set]
             runs = [("ours", ours_cmd)] + [(peer, peer_command(peer, folder, model, out / peer, args))
                                            for peer in args.peers if model in PEER_SYSTEMS[peer][2]]
             runs = [(who, cmd) for who, cmd in runs if args.only in (None, who)]
-            for who, _ in runs:
-                (out / who).mkdir(parents=True, exist_ok=True)
+            dirs = {who: ours_dir if who == "ours" else who for who, _ in runs}
+            for d in dirs.values():
+                (out / d).mkdir(parents=True, exist_ok=True)
             order = runs[::-1] if flip else runs
-            results = {who: run_json(cmd, out / f"{who}.log", args.reuse) for who, cmd in order}
+            results = {who: run_json(cmd, out / f"{dirs[who]}.log", args.reuse) for who, cmd in order}
             flip = not flip  # alternate who goes first, so drift of the machine hits every system
             if args.only:
                 continue
-            record_runs(dataset, model, results, out, command, args.epochs, args.no_record)
+            label = "shopseq" + (f" {args.ours_set}" if args.ours_set else "")
+            record_runs(dataset, model, results, out / ours_dir, label, out, command, args.epochs, args.no_record)
     if not (args.no_record or args.only):
         write_markdown()
 
 
-def record_runs(dataset: str, model: str, results: dict[str, dict], out: Path, command: str, epochs: int,
-                no_record: bool) -> None:
+def record_runs(dataset: str, model: str, results: dict[str, dict], ours_dir: Path, ours_label: str, out: Path,
+                command: str, epochs: int, no_record: bool) -> None:
     """Check every peer evaluated our (user, target) pairs; record each system and each ratio."""
     ours = results["ours"]
     peers = {who: res for who, res in results.items() if who != "ours"}
@@ -240,7 +249,7 @@ def record_runs(dataset: str, model: str, results: dict[str, dict], out: Path, c
     for who in peers:
         name = PEER_SYSTEMS[who][2][model]
         for part in ("valid", "test"):
-            same, n = same_pairs(out / "ours" / f"{model}.{part}.tsv", out / who / f"{name}.{part}.tsv")
+            same, n = same_pairs(ours_dir / f"{model}.{part}.tsv", out / who / f"{name}.{part}.tsv")
             if not same:
                 sys.exit(f"{dataset}/{model}: {who} evaluates other {part} (user, target) pairs than shopseq; "
                          f"compare {out}/ours and {out}/{who}")
@@ -248,8 +257,8 @@ def record_runs(dataset: str, model: str, results: dict[str, dict], out: Path, c
     protocol = {"split": "leave-one-out", "ranking": "full", "filter_seen": False, **checks,
                 "early_stopping": "valid NDCG@10, patience 10", "epoch_cap": epochs}
     counts = {"users": ours["n_users"], "items": ours["n_items"], "interactions": ours["n_inters"]}
-    labels = {"ours": "shopseq", **{who: PEER_SYSTEMS[who][0] for who in peers}}
-    plot = plot_curves({labels[who]: res for who, res in results.items()}, dataset, model)
+    labels = {"ours": ours_label, **{who: PEER_SYSTEMS[who][0] for who in peers}}
+    plot = plot_curves({labels[who]: res for who, res in results.items()}, dataset, model, ours_dir.name[len("ours"):])
     records = []
     for who, res in results.items():
         test = res["test"]
@@ -268,7 +277,7 @@ def record_runs(dataset: str, model: str, results: dict[str, dict], out: Path, c
     for who, peer in peers.items():
         peer_best = max(peer["valid_curve"])
         records.append(BenchRecord(
-            bench="peers", dataset=dataset, model=model, variant=f"ratio shopseq / {who}", counts=counts,
+            bench="peers", dataset=dataset, model=model, variant=f"ratio {ours_label} / {who}", counts=counts,
             protocol=protocol,
             metrics={"ndcg@10": ratio(ours["test"]["ndcg@10"], peer["test"]["ndcg@10"]),
                      "hr@10": ratio(ours["test"]["recall@10"], peer["test"]["recall@10"])},
