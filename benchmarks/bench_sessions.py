@@ -18,6 +18,7 @@ sessions held out (their last click), never the test file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -156,6 +157,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--max-len", type=int, default=20, help="most recent clicks a model reads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="settings", default="{}",
+                        help='JSON overrides of the neural models\' config, e.g. \'{"train": {"lr": 0.003}}\'')
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -170,9 +173,12 @@ def main() -> None:
               f"{test.n_users:,} test prefixes", flush=True)
         for name in args.models:
             neural = "train" in type(default_config(name)).model_fields
-            spec = {"model": name, "max_len": args.max_len,
+            overrides = json.loads(args.settings)
+            label = f"session mode, max_len {args.max_len}" + (f" {args.settings}" if overrides else "")
+            spec = {"model": name, "max_len": args.max_len, **overrides,
                     "train": {"epochs": args.epochs, "patience": args.patience, "monitor": "mrr@20",
-                              "threads": args.threads, "quiet": True, "batch_size": 256}} if neural else {"model": name}
+                              "threads": args.threads, "quiet": True, "batch_size": 256,
+                              **overrides.get("train", {})}} if neural else {"model": name}
             model = build_model(model_from_dict(spec, args.seed), n_items)
             started = time.perf_counter()
             if neural:
@@ -189,7 +195,7 @@ def main() -> None:
             if not args.no_record:
                 append_record(BenchRecord(
                     bench="sessions-gcegnn", dataset=dataset, model=name,
-                    variant=f"session mode, max_len {args.max_len}" if neural else "baseline",
+                    variant=label if neural else "baseline",
                     counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": n_items,
                             "test_prefixes": test.n_users},
                     protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
