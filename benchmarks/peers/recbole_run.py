@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from proc_stats import peak_rss_mb
+
 SHARED_DRIVER = Path(os.environ.get(
     "SHOPSEQ_RECBOLE_DRIVER", Path(__file__).resolve().parents[3] / "shared" / "peers" / "recbole" / "run_sasrec.py"))
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # before torch (see the shared NOTES.md)
@@ -37,14 +39,6 @@ def load_shared_driver():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def dump_pairs(loader, path: Path) -> int:

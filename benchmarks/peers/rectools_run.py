@@ -26,14 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from proc_stats import peak_rss_mb
 
 
 def ranking_metrics(recos: pd.DataFrame, targets: pd.Series) -> dict[str, float]:
