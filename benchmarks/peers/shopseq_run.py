@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from shopseq.benchmarking import peak_rss_mb
 from shopseq.data.formats.base import ReadOptions
@@ -124,7 +125,7 @@ def main() -> None:
         "test_eval_seconds": round(test_seconds, 4),
         "data_prep_seconds": round(data_seconds, 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "torch_threads": __import__("torch").get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
         "pairs": {"valid": write_pairs(seqs, split.valid, raw_user, args.out / f"{args.model}.valid.tsv"),
                   "test": write_pairs(seqs, split.test, raw_user, args.out / f"{args.model}.test.tsv")},
     }

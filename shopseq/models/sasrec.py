@@ -148,8 +148,9 @@ class SASRecModule(SequenceModule):
         if self.purchase_proj is not None:
             p_targets = next_purchase_targets(batch.items, batch.types)
             p_keep = (p_targets != 0) & (batch.items[:, :-1] != 0)
-            if batch.first_target is not None:  # overlapping windows: each position counts once
-                p_keep &= torch.arange(p_keep.shape[1])[None, :] >= batch.first_target[:, None]
+            columns = batch.loss_columns()
+            if columns is not None:  # overlapping windows: each position counts once
+                p_keep &= columns
             if bool(p_keep.any()):
                 hp = self.purchase_proj(states[p_keep])
                 aux = aux + self.aux.next_purchase * full_softmax_ce(hp, self.output_weight(), p_targets[p_keep])

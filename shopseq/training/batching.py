@@ -42,13 +42,17 @@ class Batch:
     def size(self) -> int:
         return int(self.items.shape[0])
 
+    def loss_columns(self) -> torch.Tensor | None:
+        """(B, W - 1) target columns at or after ``first_target`` (None: every column counts)."""
+        if self.first_target is None:
+            return None
+        return torch.arange(self.items.shape[1] - 1)[None, :] >= self.first_target[:, None]
+
     def target_mask(self) -> torch.Tensor:
         """(B, W - 1) targets ``items[:, 1:]`` that carry loss: real ones, from ``first_target`` on."""
-        targets = self.items[:, 1:]
-        keep = targets != 0
-        if self.first_target is not None:
-            keep &= torch.arange(targets.shape[1])[None, :] >= self.first_target[:, None]
-        return keep
+        keep = self.items[:, 1:] != 0
+        columns = self.loss_columns()
+        return keep if columns is None else keep & columns
 
 
 class LengthBatcher:
