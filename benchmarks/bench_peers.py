@@ -199,7 +199,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of both systems (0 = torch's default, all cores)")
     parser.add_argument("--reuse", action="store_true",
-                        help="read a side's result from an earlier run of the same command instead of rerunning it")
+                        help="read a peer's result from an earlier run of the same command instead of rerunning it "
+                             "(shopseq always reruns)")
     parser.add_argument("--ours-set", default="", metavar="JSON",
                         help='overrides of our model config, e.g. \'{"train": {"window_stride": 5}}\' (a separate '
                              "run, labelled with them)")
@@ -230,7 +231,8 @@ def main() -> None:
             for d in dirs.values():
                 (out / d).mkdir(parents=True, exist_ok=True)
             order = runs[::-1] if flip else runs
-            results = {who: run_json(cmd, out / f"{dirs[who]}.log", args.reuse) for who, cmd in order}
+            # ours always reruns: its command does not change with our code, a peer's does with its pins
+            results = {who: run_json(cmd, out / f"{dirs[who]}.log", args.reuse and who != "ours") for who, cmd in order}
             flip = not flip  # alternate who goes first, so drift of the machine hits every system
             if args.only:
                 continue

@@ -21,9 +21,12 @@ from shopseq.data.vocab import Vocabulary
 from shopseq.evaluation import EvalConfig, evaluate
 from shopseq.evaluation.next_type import evaluate_next_type, markov_type_predictions, type_metrics
 from shopseq.models.base import Histories
+from shopseq.models.bert4rec import BERT4Rec, BERT4RecConfig
 from shopseq.models.features import EventFeatures, gap_buckets, hour_of_week, with_attributes
+from shopseq.models.gru4rec import GRU4Rec, GRU4RecConfig
 from shopseq.models.sasrec import SASRec, SASRecConfig, next_purchase_targets
 from shopseq.training import TrainConfig
+from shopseq.training.batching import Batch
 
 FAST = {"batch_size": 64, "lr": 5e-3, "warmup_steps": 0, "quiet": True, "threads": 1}
 VIEW, CART, PURCHASE = int(EventType.VIEW), int(EventType.CART), int(EventType.PURCHASE)
@@ -33,6 +36,16 @@ def sasrec(n_items: int, epochs: int = 1, **arch: object) -> SASRec:
     arch = {"hidden": 32, "max_len": 12, "dropout": 0.1, "layers": 1, "heads": 2, **arch}
     config = SASRecConfig(train=TrainConfig(epochs=epochs, **FAST), **arch)
     return SASRec(config, n_items)
+
+
+def gru4rec(n_items: int, epochs: int = 1, **arch: object) -> GRU4Rec:
+    arch = {"hidden": 32, "max_len": 12, "dropout": 0.1, **arch}
+    return GRU4Rec(GRU4RecConfig(train=TrainConfig(epochs=epochs, **FAST), **arch), n_items)
+
+
+def bert4rec(n_items: int, epochs: int = 1, **arch: object) -> BERT4Rec:
+    arch = {"hidden": 32, "max_len": 12, "dropout": 0.1, "layers": 1, "heads": 2, **arch}
+    return BERT4Rec(BERT4RecConfig(train=TrainConfig(epochs=epochs, **FAST), **arch), n_items)
 
 
 def make_sequences(items: np.ndarray, types: np.ndarray, n_items: int) -> Sequences:
@@ -140,6 +153,46 @@ def test_contract_with_every_feature_and_head(tmp_path: Path) -> None:
     assert tuple(model.score_purchase(h).shape) == (8, n + 1)
 
 
+@pytest.mark.parametrize("name", ["gru4rec", "bert4rec"])
+def test_other_models_keep_the_contract_with_every_feature(name: str, tmp_path: Path) -> None:
+    split = shop_split()
+    n = split.train.n_items
+    attrs = ItemAttributes(np.random.default_rng(1).integers(0, 6, size=(n + 1, 3)).astype(np.int32),
+                           [f"t{i}" for i in range(5)])
+    attrs.matrix[0] = 0
+    features = EventFeatures(event_types=True, time_gaps=True, hour_of_week=True)
+    arch = {"hidden": 16, "max_len": 12, "features": features, "train": TrainConfig(epochs=1, **FAST)}
+
+    def factory() -> GRU4Rec | BERT4Rec:
+        if name == "gru4rec":
+            model: GRU4Rec | BERT4Rec = GRU4Rec(with_attributes(GRU4RecConfig(**arch), attrs), n)
+        else:
+            model = BERT4Rec(with_attributes(BERT4RecConfig(layers=1, heads=2, **arch), attrs), n)
+        model.set_item_attributes(attrs)
+        return model
+
+    model = check_recommender_contract(factory, split.train, split.test, tmp_path=tmp_path, atol=1e-5)
+    assert model.module.reads_event_features
+    np.testing.assert_array_equal(model.module.features.item_attrs.numpy(), attrs.matrix)
+
+
+def test_bert4rec_masked_positions_read_no_features_of_their_event() -> None:
+    """The [MASK]ed event's type must not reach the model: scores do not change with it."""
+    model = bert4rec(20, features=EventFeatures(event_types=True, time_gaps=True)).module.eval()
+    items = torch.tensor([[3, 5, 7, 0]])
+    batch = Batch(items, torch.tensor([3]), np.zeros(1, dtype=np.int64), torch.tensor([[0, 1, 2, 0]]),
+                  torch.tensor([[0, 60_000, 120_000, 0]]))
+    a = model.batch_user_vectors(batch)  # predicts event 4 from events 1-3
+    # the same history with other types / times *after* the last kept event: no change
+    other = Batch(items, torch.tensor([3]), np.zeros(1, dtype=np.int64), torch.tensor([[0, 1, 2, 3]]),
+                  torch.tensor([[0, 60_000, 120_000, 9_000_000]]))
+    torch.testing.assert_close(model.batch_user_vectors(other), a)
+    # while a kept event's type does count
+    changed = Batch(items, torch.tensor([3]), np.zeros(1, dtype=np.int64), torch.tensor([[0, 1, 0, 0]]),
+                    torch.tensor([[0, 60_000, 120_000, 0]]))
+    assert not torch.allclose(model.batch_user_vectors(changed), a)
+
+
 # ----------------------------------------------------------------------------------------- learning
 def test_event_types_decide_the_next_item_and_the_typed_model_learns_it() -> None:
     """Next item = item + 1 after a view, item + 7 after a cart (types at random): an item-only model
@@ -153,11 +206,14 @@ def test_event_types_decide_the_next_item_and_the_typed_model_learns_it() -> Non
         step = np.where(types[:, t - 1] == VIEW, 1, 7)
         items[:, t] = (items[:, t - 1] - 1 + step) % n_items + 1
     train, hist, targets, _ = last_event_split(make_sequences(items, types, n_items))
-    plain = sasrec(n_items, epochs=20).fit(train)
-    typed = sasrec(n_items, epochs=20, features=EventFeatures(event_types=True)).fit(train)
-    hr_plain, hr_typed = hit_rate(plain.score(hist), targets, 1), hit_rate(typed.score(hist), targets, 1)
-    assert hr_plain < 0.7, hr_plain
-    assert hr_typed > hr_plain + 0.2, (hr_typed, hr_plain)
+    # BERT4Rec learns the step more slowly from cloze targets: wider, longer, more last-item masks
+    slow = {"epochs": 40, "hidden": 64, "mask_last_prob": 0.5}
+    for build, arch in ((sasrec, {"epochs": 20}), (gru4rec, {"epochs": 20}), (bert4rec, slow)):
+        plain = build(n_items, **arch).fit(train)
+        typed = build(n_items, **arch, features=EventFeatures(event_types=True)).fit(train)
+        hr_plain, hr_typed = hit_rate(plain.score(hist), targets, 1), hit_rate(typed.score(hist), targets, 1)
+        assert hr_plain < 0.7, (build.__name__, hr_plain)
+        assert hr_typed > hr_plain + 0.2, (build.__name__, hr_typed, hr_plain)
 
 
 def test_next_type_head_beats_the_baselines_on_a_type_cycle() -> None:

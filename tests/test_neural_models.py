@@ -70,6 +70,22 @@ def test_scores_ignore_padding_width_and_old_events(name: str) -> None:
     assert model.encode(Histories.from_lists([[1, 2]], 12)).shape == (1, 16)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_scoring_in_length_groups_keeps_each_users_scores_and_order(name: str, monkeypatch) -> None:
+    from shopseq.models import neural
+
+    model = build(name, 30)
+    rng = np.random.default_rng(0)
+    lists = [rng.integers(1, 31, int(n)).tolist() for n in rng.integers(0, 16, 40)]
+    histories = Histories.from_lists(lists, max_len=12)
+    whole = model.score(histories)  # 40 rows <= LENGTH_GROUP: one padded batch
+    monkeypatch.setattr(neural, "LENGTH_GROUP", 3)  # 14 groups of similar lengths, each trimmed
+    grouped = model.score(histories)
+    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=0)
+    single = model.score(Histories.from_lists([lists[7]], max_len=12))
+    torch.testing.assert_close(grouped[7:8], single, atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------------------------- leakage
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
 def test_causal_prediction_at_t_ignores_items_after_t(name: str) -> None:

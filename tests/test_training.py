@@ -211,6 +211,21 @@ def test_warmup_then_cosine_schedule() -> None:
     assert lr_factor(55, 100, c) == pytest.approx(0.55)
     assert lr_factor(100, 100, c) == pytest.approx(0.1)
     assert lr_factor(50, 100, c.model_copy(update={"schedule": "constant"})) == 1.0
+    assert lr_factor(2, 100, c, warmup=4) == pytest.approx(0.75)  # an explicit (capped) warm-up
+
+
+def test_warmup_is_capped_at_one_epoch_and_lr_defaults_per_model() -> None:
+    from shopseq.models.gru4rec import GRU4Rec, GRU4RecConfig
+
+    seqs = chain_sequences(120)  # 120 users / 32 per batch = 4 steps per epoch
+    tc = {"epochs": 2, "batch_size": 32, "lr": None, "warmup_steps": 100, "quiet": True, "threads": 1}
+    sasrec = tiny_sasrec(seqs.n_items, **tc).fit(seqs)
+    gru = GRU4Rec(GRU4RecConfig(hidden=16, max_len=12, train=TrainConfig(**tc)), seqs.n_items).fit(seqs)
+    # after epoch 1 the warm-up (4 steps, not 100) is over: the lr is at its peak, on the cosine
+    peak_factor = lr_factor(4, 8, TrainConfig(), warmup=4)
+    assert sasrec.history[0]["lr"] == pytest.approx(1e-3 * peak_factor)
+    assert gru.history[0]["lr"] == pytest.approx(3e-3 * peak_factor)
+    assert TrainConfig(lr=0.02).lr == 0.02  # an explicit lr wins over the model's default
 
 
 # ------------------------------------------------------------------------------------- the training loop

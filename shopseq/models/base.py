@@ -55,6 +55,10 @@ class Histories:
     def batch_size(self) -> int:
         return self.items.shape[0]
 
+    def take(self, rows: np.ndarray) -> Histories:
+        """The selected rows, in the given order (the width stays; left-aligning trims it)."""
+        return Histories(self.items[rows], self.types[rows], self.timestamps[rows], self.lengths[rows])
+
     @classmethod
     def from_jagged(
         cls,

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from shopseq.data.attributes import ItemAttributes
 from shopseq.data.schema import EventType
 from shopseq.models.base import Histories
 from shopseq.models.features import N_EVENT_TYPES, AuxHeads, EventEmbedding, EventFeatures
@@ -171,20 +170,13 @@ class SASRec(NeuralRecommender):
     def build_module(self) -> SASRecModule:
         return SASRecModule(self.n_items, self.config)
 
-    def set_item_attributes(self, attrs: ItemAttributes) -> None:
-        """Load the item -> attribute-token matrix (the config must come from ``with_attributes``)."""
-        if attrs.matrix.shape[0] != self.n_items + 1:
-            raise ValueError(f"attributes cover {attrs.matrix.shape[0] - 1} items, the model has {self.n_items}")
-        self.module.features.set_item_attributes(torch.from_numpy(attrs.matrix))
-
     def score_purchase(self, histories: Histories) -> torch.Tensor:
-        self.module.eval()
+        vectors = self._by_length(histories, self.module.purchase_vectors)
         with torch.no_grad():
-            return (self.module.purchase_vectors(self._batch(histories)) @ self.module.output_weight().t()).float()
+            return (vectors @ self.module.output_weight().t()).float()
 
     def next_type_probabilities(self, histories: Histories) -> np.ndarray | None:
         if self.module.type_head is None:
             return None
-        self.module.eval()
-        with torch.no_grad():
-            return torch.softmax(self.module.next_type_logits(self._batch(histories)), dim=1).float().numpy()
+        logits = self._by_length(histories, self.module.next_type_logits)
+        return torch.softmax(logits, dim=1).float().numpy()

@@ -25,10 +25,13 @@ class TrainConfig(BaseModel):
                                                   "not only the last max_len")
     window_stride: int | None = Field(None, ge=1, description="with all_windows: events between window ends; "
                                       "None = max_len (each target once), smaller = overlapping windows")
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description="peak learning rate; None = the model's default "
+                             "(1e-3 for the Transformers, 3e-3 for GRU4Rec)")
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = Field(100, ge=0, description="linear warm-up from 0 to lr")
+    # capped at one epoch: on small data (ml-100k: 9 steps per epoch) 100 steps would be 11
+    # epochs of low lr, long enough for patience to stop a GRU on its first plateau
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up from 0 to lr, at most one epoch long")
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     grad_clip: float | None = Field(5.0, description="max global gradient norm; None disables")
