@@ -77,11 +77,12 @@ def check_recommender_contract(
 
     ``atol`` bounds score differences that must be zero in exact arithmetic (reload, refit, batch
     composition): 0 for counting baselines, ~1e-5 for neural models. Checks: fit returns self;
-    ``score`` is float32 (B, n_items + 1), NaN-free, repeatable and independent of the other rows
-    of the batch; empty histories score; ``recommend`` gives k distinct real items, never seen ones
-    with ``filter_seen``, in descending score order; ``encode`` is float32 (B, d) with a fixed d;
-    save -> ``registry.load_model`` restores the same class, config and scores; refitting gives
-    the same scores; the evaluator runs and gives metrics in [0, 1].
+    ``score`` is float32 (B, n_items + 1), NaN-free, repeatable, owned by the caller (writing into
+    it changes no later score) and independent of the other rows of the batch; empty histories
+    score; ``recommend`` gives k distinct real items, never seen ones with ``filter_seen``, in
+    descending score order; ``encode`` is float32 (B, d) with a fixed d; save ->
+    ``registry.load_model`` restores the same class, config and scores; refitting gives the same
+    scores; the evaluator runs and gives metrics in [0, 1].
     """
     model = model_factory()
     assert isinstance(model, Recommender)
@@ -98,6 +99,9 @@ def check_recommender_contract(
         assert tuple(scores.shape) == (b, n_cols), tuple(scores.shape)
         assert not torch.isnan(scores[:, 1:]).any(), "scores must not be NaN"
         torch.testing.assert_close(model.score(h), scores, atol=atol, rtol=0)  # no hidden state / dropout
+        scratch = model.score(h)
+        scratch.fill_(-1e9)  # the caller owns what score returns: writing into it changes nothing inside
+        torch.testing.assert_close(model.score(h), scores, atol=atol, rtol=0)
 
         if check_batch_invariance:  # evaluation chunks users arbitrarily
             for r in (0, b - 1):

@@ -120,7 +120,7 @@ def test_bert4rec_masks_and_predicts_the_masked_items() -> None:
     batch = LengthBatcher(offsets, items, 20, 400).make(np.arange(400))
     seen: dict[str, torch.Tensor] = {}
     original = module.hidden_states
-    module.hidden_states = lambda x: (seen.setdefault("input", x), original(x))[1]  # type: ignore[method-assign]
+    module.hidden_states = lambda x, extra=None: (seen.setdefault("input", x), original(x, extra))[1]  # type: ignore[method-assign]
     h, targets = module.training_pairs(batch)
     module.hidden_states = original  # type: ignore[method-assign]
     masked = seen["input"] == module.mask_id

@@ -79,6 +79,7 @@ def main() -> None:
             raw_user = {store.key.pseudonymise(u): u for u in {line.split("\t", 1)[0] for line in f}}
     split = LeaveOneOutSplit().split(seqs)
     data_seconds = time.perf_counter() - started
+    data_peak = peak_rss_mb()  # how much of the peak is ingest (DuckDB) rather than training
 
     spec = {**MODELS[args.model], **json.loads(args.settings)}
     spec["train"] = {"batch_size": 256, "loss": "ce", "epochs": args.epochs, "patience": args.patience,
@@ -125,6 +126,7 @@ def main() -> None:
         "test_eval_seconds": round(test_seconds, 4),
         "data_prep_seconds": round(data_seconds, 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "data_peak_rss_mb": round(data_peak, 1),
         "torch_threads": torch.get_num_threads(),
         "pairs": {"valid": write_pairs(seqs, split.valid, raw_user, args.out / f"{args.model}.valid.tsv"),
                   "test": write_pairs(seqs, split.test, raw_user, args.out / f"{args.model}.test.tsv")},

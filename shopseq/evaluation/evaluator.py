@@ -1,9 +1,10 @@
 """Full-ranking evaluation of a ``Recommender`` on an ``EvalSet``, in chunks of users.
 
-Protocol (per chunk of ``chunk_users`` evaluated users):
+Protocol (per chunk of ``chunk_users`` evaluated users, taken in order of history length so that
+each chunk's histories pad only to their own longest one):
 
 1. ``Histories.from_eval_set(eval_set, model.max_len, rows)`` -> ``model.score`` -> a float32
-   (B, n_items + 1) matrix; a copy is taken, so models may return views of their own state.
+   (B, n_items + 1) matrix that the evaluator owns (the ``score`` contract; a view is copied).
 2. Column 0 (padding) is set to ``-inf``. With ``filter_seen`` every item of the user's **full**
    history (all of the EvalSet's history events, not only the ``max_len`` the model read) is set
    to ``-inf`` too. This is the published protocol (SASRec / S3-Rec leave-one-out, most session
@@ -21,8 +22,8 @@ recall = hits / |T|, precision = hits / k and NDCG with binary relevance over th
 ``sampled_negatives=N`` switches to the (optimistic, only-for-comparison) sampled protocol: each
 target is ranked among N items drawn uniformly without replacement from the items that are
 neither in the user's history nor among its targets, with a fixed seed (one torch generator per
-chunk, seeded ``seed + first row``, so results depend on ``seed`` and the chunk size only: ``chunk_users``,
-lowered where ``max_score_mb`` bounds the score matrix of a large catalogue).
+chunk, seeded ``seed`` + the chunk's start, so results depend on ``seed`` and the chunk size only:
+``chunk_users``, lowered where ``max_score_mb`` bounds the score matrix of a large catalogue).
 Metric names then carry the prefix ``sampled_`` so they can never be mistaken for full-ranking
 numbers; coverage is not reported. ``filter_seen`` still decides whether a target found in the
 history is reachable (``filter_seen=False`` is SASRec's original sampled protocol).
@@ -52,7 +53,9 @@ class EvalConfig(BaseModel):
 
     ks: tuple[int, ...] = (10, 20)
     filter_seen: bool = True
-    chunk_users: int = Field(2048, ge=1)
+    # 512: the chunk's score matrix (25 MB on Beauty) stays in cache for the masking, ranking and
+    # top-k passes after the product; Beauty validation 4.1 s at 2,048 -> 3.2 s at 512 (1 thread)
+    chunk_users: int = Field(512, ge=1, description="users scored at once (in order of history length)")
     max_score_mb: int = Field(512, ge=1, description="bound on one chunk's (users x items) score matrix; "
                               "with a million items, chunks shrink to ~128 users")
     target: Literal["next", "all"] = "next"
@@ -137,6 +140,15 @@ def target_pairs(eval_set: EvalSet, target: Literal["next", "all"], n_items: int
     return offsets, keys % (n_items + 1)
 
 
+def _rows_of(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For CSR ``offsets`` and selected ``rows``: each element's position in ``rows`` and its flat
+    index, row after row (the rows' ranges concatenated, without a Python loop)."""
+    starts, counts = offsets[rows].astype(np.int64), np.diff(offsets)[rows].astype(np.int64)
+    local = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts  # where each row's run begins in the output
+    return local, np.repeat(starts - first, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+
+
 def _history_keys(eval_set: EvalSet, n_items: int) -> np.ndarray:
     rows = np.repeat(np.arange(eval_set.n_users, dtype=np.int64), eval_set.history_lengths())
     return rows * (n_items + 1) + eval_set.history_items.astype(np.int64)
@@ -165,32 +177,34 @@ def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = 
 
     # float32 scores plus our masked copy: bound the pair of (chunk x width) matrices
     chunk_users = max(1, min(config.chunk_users, config.max_score_mb * 2**20 // (8 * width)))
+    # users in order of history length: each chunk's histories pad only to its own longest one
+    order = np.argsort(np.minimum(np.diff(h_off), model.max_len), kind="stable")
     with torch.no_grad(), torch.inference_mode():
         for start in range(0, n_users, chunk_users):
-            end = min(start + chunk_users, n_users)
-            rows = np.arange(start, end)
+            rows = order[start:start + chunk_users]
+            n = len(rows)
             scores = score(Histories.from_eval_set(eval_set, model.max_len, rows))
-            if tuple(scores.shape) != (end - start, width):
+            if tuple(scores.shape) != (n, width):
                 raise ValueError(f"{type(model).__name__}.score returned shape {tuple(scores.shape)}, "
-                                 f"expected {(end - start, width)}")
-            # our own float32 copy: we write -inf into it, and the model may have returned a view
-            scores = scores.detach().to(device="cpu", dtype=torch.float32, copy=True)
+                                 f"expected {(n, width)}")
+            # we write -inf into it: the contract makes it ours, but a view would reach into the model
+            scores = scores.detach().to(device="cpu", dtype=torch.float32, copy=scores._base is not None)
             scores[:, 0] = -torch.inf
-            h_lo, h_hi = int(h_off[start]), int(h_off[end])
-            h_rows = torch.from_numpy(np.repeat(np.arange(end - start), np.diff(h_off[start:end + 1])))
-            h_items = torch.from_numpy(eval_set.history_items[h_lo:h_hi].astype(np.int64))
-            if config.filter_seen and h_hi > h_lo:
-                scores[h_rows, h_items] = -torch.inf  # the full history, not only the last max_len events
+            h_rows, h_index = _rows_of(h_off, rows)
+            h_rows_t = torch.from_numpy(h_rows)
+            h_items = torch.from_numpy(eval_set.history_items[h_index].astype(np.int64))
+            if config.filter_seen and len(h_index):
+                scores[h_rows_t, h_items] = -torch.inf  # the full history, not only the last max_len events
 
-            p_lo, p_hi = int(offsets[start]), int(offsets[end])
-            p_rows = torch.from_numpy(pair_rows[p_lo:p_hi] - start)
-            p_items = torch.from_numpy(items[p_lo:p_hi])
+            p_rows, p_index = _rows_of(offsets, rows)
+            p_rows_t = torch.from_numpy(p_rows)
+            p_items = torch.from_numpy(items[p_index])
             if config.sampled_negatives:
-                cand = _sample_negatives(end - start, width, h_rows, h_items, p_rows, p_items,
+                cand = _sample_negatives(n, width, h_rows_t, h_items, p_rows_t, p_items,
                                          config.sampled_negatives, config.seed + start)
-                ranks[p_lo:p_hi] = target_ranks(scores, p_rows, p_items, candidates=cand)
+                ranks[p_index] = target_ranks(scores, p_rows_t, p_items, candidates=cand)
             else:
-                ranks[p_lo:p_hi] = target_ranks(scores, p_rows, p_items)
+                ranks[p_index] = target_ranks(scores, p_rows_t, p_items)
                 values, indices = torch.topk(scores, top_k, dim=1)
                 for k in ks:
                     top = indices[:, :k][values[:, :k] > -torch.inf]  # not masked / padding items

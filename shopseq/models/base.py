@@ -125,7 +125,8 @@ class Recommender(ABC):
 
     @abstractmethod
     def score(self, histories: Histories) -> torch.Tensor:
-        """float32 (B, n_items + 1) scores, higher is better; column 0 is ignored by callers."""
+        """float32 (B, n_items + 1) scores, higher is better; column 0 is ignored by callers. A new
+        tensor that the caller owns: evaluation writes -inf into it in place."""
 
     @abstractmethod
     def encode(self, histories: Histories) -> np.ndarray:
