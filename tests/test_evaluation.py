@@ -336,3 +336,26 @@ def test_result_describe_per_user_and_config_checks() -> None:
         EvalConfig(sampled_negatives=0)
     with pytest.raises(ValueError):  # wrong score shape is reported, not broadcast
         evaluate(FnModel(40, lambda h: torch.zeros(h.batch_size, 5)), es)
+
+
+def test_top_only_ranks_give_the_same_metrics_at_every_cutoff() -> None:
+    """Validation skips the full rank count: on scores full of ties (7 levels over 40 items, so the
+    k-th value is often tied) every metric at k must equal the exact one; uncut MRR is not reported."""
+    n_items = 40
+    eval_set = random_eval_set(300, n_items, seed=3)
+    item = torch.arange(n_items + 1)
+
+    def fn(h: Histories) -> torch.Tensor:
+        rows = torch.from_numpy(h.timestamps[:, -1])
+        return ((rows[:, None] * 31 + item[None, :] * 17) % 7).float()
+
+    model = FnModel(n_items, fn)
+    for filter_seen in (True, False):
+        config = EvalConfig(ks=(1, 5, 10), filter_seen=filter_seen, chunk_users=64)
+        exact = evaluate(model, eval_set, config).metrics
+        top = evaluate(model, eval_set, config.model_copy(update={"exact_ranks": False})).metrics
+        assert "mrr" in exact and "mrr" not in top
+        assert set(top) == set(exact) - {"mrr"}
+        for key, value in top.items():
+            assert value == pytest.approx(exact[key], abs=1e-12), key
+        assert 0 < top["ndcg@10"] < 1

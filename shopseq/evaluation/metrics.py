@@ -68,6 +68,26 @@ def target_ranks(scores: torch.Tensor, rows: torch.Tensor | np.ndarray, items: t
     return ranks
 
 
+def ranks_within_top(scores: torch.Tensor, top_values: torch.Tensor, rows: torch.Tensor, items: torch.Tensor
+                     ) -> np.ndarray:
+    """``target_ranks`` of one target per row, known only inside the top k: ``inf`` beyond it.
+
+    ``top_values`` are each row's k highest scores (``torch.topk``). A target scored strictly above
+    the k-th value has every item that scores ``>=`` it inside the top k, so its pessimistic rank
+    is counted there; a target tied with the k-th value is counted over the whole row. Metrics at
+    any cut-off <= k equal those of exact ranks, at the cost of a top-k instead of a full pass.
+    """
+    vals = scores[rows, items]
+    kth = top_values[rows, -1]
+    in_top = (top_values[rows] >= vals[:, None]).sum(dim=1, dtype=torch.int32) - 1
+    ranks = np.where((vals > kth).numpy(), in_top.numpy().astype(np.float64), np.inf)
+    tied = ((vals == kth) & (vals > -torch.inf)).numpy()
+    if tied.any():
+        ranks[tied] = target_ranks(scores.index_select(0, rows[tied]), torch.arange(int(tied.sum())),
+                                   items[tied])
+    return ranks
+
+
 def _tied_targets_before(rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
     """For each pair, how many *other targets of the same row* with the same score come after it
     in a stable order: tied targets share the last positions of their tie group instead of all

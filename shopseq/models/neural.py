@@ -252,7 +252,8 @@ class NeuralRecommender(Recommender):
     def _validator(self, valid: EvalSet) -> Callable[[], dict[str, float]]:
         from shopseq.evaluation import EvalConfig, evaluate  # lazy: only needed with validation data
 
-        config = EvalConfig(ks=(10,), filter_seen=True)
+        # ranks beyond the top 10 only matter to an uncut metric (monitor "mrr")
+        config = EvalConfig(ks=(10,), filter_seen=True, exact_ranks="@" not in self.config.train.monitor)
         return lambda: {k: float(v) for k, v in evaluate(self, valid, config).metrics.items()}
 
     # -- scoring --------------------------------------------------------------------------
