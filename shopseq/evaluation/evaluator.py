@@ -13,7 +13,9 @@ each chunk's histories pad only to their own longest one):
    ``repeat_*`` / ``new_*`` breakdown, which shows exactly what the masking costs.
 3. Each target's rank is the number of other items scored ``>=`` it (ties pessimistic, see
    :mod:`shopseq.evaluation.metrics`), so a constant scorer gets nothing; ``torch.topk`` gives
-   the top-k lists used for catalogue coverage.
+   the top-k lists used for catalogue coverage. ``exact_ranks=False`` (validation while
+   training) counts ranks inside the top max(ks) only: every metric at a cut-off is unchanged,
+   uncut MRR is left out, and the full comparison pass is skipped.
 
 Targets: ``target="next"`` ranks the first target event of each user (the next-item protocol);
 ``target="all"`` ranks the set of distinct target items of the window (for time splits), with
