@@ -14,6 +14,7 @@ epochs. Prints one JSON line with the same fields as ``recbole_run.py`` and writ
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -72,13 +73,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="peers-shopseq-") as tmp, \
-            EventStore.open(Workspace(Path(tmp) / name)) as store:
-        report = ingest_file(store, inter, "recbole", ReadOptions())
-        seqs = build_sequences(store.con)
-        with open(inter) as f:
-            next(f)
-            raw_user = {store.key.pseudonymise(u): u for u in {line.split("\t", 1)[0] for line in f}}
+    with tempfile.TemporaryDirectory(prefix="peers-shopseq-") as tmp:
+        workspace = Workspace(Path(tmp) / name)
+        # a fixed pseudonymisation key: users are ordered by pseudonym, and with a fresh random key
+        # the seeded epoch plan would meet them in a new order every run (no run would repeat)
+        workspace.key_path.parent.mkdir(parents=True, exist_ok=True)
+        workspace.key_path.write_text(hashlib.sha256(b"shopseq-peers:" + name.encode()).hexdigest())
+        with EventStore.open(workspace) as store:
+            report = ingest_file(store, inter, "recbole", ReadOptions())
+            seqs = build_sequences(store.con)
+            with open(inter) as f:
+                next(f)
+                raw_user = {store.key.pseudonymise(u): u for u in {line.split("\t", 1)[0] for line in f}}
     split = LeaveOneOutSplit().split(seqs)
     data_seconds = time.perf_counter() - started
     data_peak = peak_rss_mb()  # how much of the peak is ingest (DuckDB) rather than training
