@@ -52,7 +52,8 @@ def next_item_probs(model: Recommender, histories: Histories, purchase: bool = F
     from shopseq.models.neural import NeuralRecommender  # lazy: torch models are optional
 
     with torch.no_grad():
-        scores = (model.score_purchase(histories) if purchase else model.score(histories)).float().clone()
+        # the score contract gives the caller the tensor: written in place below, no copy needed
+        scores = (model.score_purchase(histories) if purchase else model.score(histories)).float()
         if isinstance(model, NeuralRecommender):
             scores[:, 0] = -torch.inf
             return torch.softmax(scores, dim=1)

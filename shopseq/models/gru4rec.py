@@ -10,7 +10,14 @@ from pydantic import Field
 from torch import nn
 
 from shopseq.models.features import EventEmbedding, EventFeatures
-from shopseq.models.neural import Dropout, NeuralConfig, NeuralRecommender, SequenceModule, init_weights
+from shopseq.models.neural import (
+    Dropout,
+    NeuralConfig,
+    NeuralRecommender,
+    SequenceModule,
+    init_weights,
+    last_states,
+)
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
 
@@ -53,19 +60,16 @@ class GRU4RecModule(SequenceModule):
         return self.drop(out)
 
     def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
-        h = self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps)
-        return h[torch.arange(len(batch.items)), (batch.lengths - 1).clamp_min(0)]
+        return last_states(self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps), batch.lengths)
 
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.batch_user_vectors(Batch(items, lengths, np.zeros(len(items), dtype=np.int64)))
 
     def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = batch.items[:, :-1], batch.items[:, 1:]
-        types = None if batch.types is None else batch.types[:, :-1]
-        stamps = None if batch.timestamps is None else batch.timestamps[:, :-1]
-        h = self.hidden_states(inputs, batch.lengths.clamp_max(inputs.shape[1]), types, stamps)
+        x = batch.inputs()
+        h = self.hidden_states(x.items, x.lengths, x.types, x.timestamps)
         keep = batch.target_mask()
-        return h[keep], targets[keep]
+        return h[keep], batch.items[:, 1:][keep]
 
     def mean_targets(self, lengths: np.ndarray) -> float:
         return float(np.mean(np.asarray(lengths) - 1)) if len(lengths) else 1.0

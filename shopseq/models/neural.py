@@ -31,7 +31,7 @@ from shopseq.training.trainer import Trainer
 
 __all__ = [
     "Dropout", "NeuralConfig", "NeuralRecommender", "SequenceModule", "TransformerBlock", "TransformerConfig",
-    "left_align", "left_align_histories",
+    "last_states", "left_align", "left_align_histories",
 ]
 
 
@@ -84,6 +84,12 @@ def left_align_histories(histories: Histories, max_len: int, with_features: bool
         return Batch(_gather(histories.items, src, valid), torch.from_numpy(lengths), users)
     return Batch(_gather(histories.items, src, valid), torch.from_numpy(lengths), users,
                  _gather(histories.types, src, valid), _gather(histories.timestamps, src, valid))
+
+
+def last_states(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, d) state at each left-aligned row's last event (an empty history reads position 0,
+    the constant padding state)."""
+    return h[torch.arange(len(h)), (lengths - 1).clamp_min(0)]
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -25,6 +25,7 @@ from shopseq.models.neural import (
     TransformerBlock,
     TransformerConfig,
     init_weights,
+    last_states,
 )
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
@@ -100,9 +101,7 @@ class SASRecModule(SequenceModule):
         return weight if attrs is None else weight + attrs  # tied: the same item vector as the input side
 
     def _last_states(self, batch: Batch) -> torch.Tensor:
-        h = self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps)
-        last = (batch.lengths - 1).clamp_min(0)  # an empty history reads the (constant) padding state
-        return h[torch.arange(len(batch.items)), last]
+        return last_states(self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps), batch.lengths)
 
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self._last_states(Batch(items, lengths, np.zeros(len(items), dtype=np.int64)))
@@ -121,11 +120,8 @@ class SASRecModule(SequenceModule):
         return self.type_head(self._last_states(batch))
 
     def _input_states(self, batch: Batch) -> torch.Tensor:
-        inputs = batch.items[:, :-1]
-        lengths = batch.lengths.clamp_max(inputs.shape[1])
-        types = None if batch.types is None else batch.types[:, :-1]
-        stamps = None if batch.timestamps is None else batch.timestamps[:, :-1]
-        return self.hidden_states(inputs, lengths, types, stamps)
+        x = batch.inputs()
+        return self.hidden_states(x.items, x.lengths, x.types, x.timestamps)
 
     def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         h, targets, _ = self.training_terms(batch)

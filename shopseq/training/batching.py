@@ -42,6 +42,14 @@ class Batch:
     def size(self) -> int:
         return int(self.items.shape[0])
 
+    def inputs(self) -> Batch:
+        """The windows without their last event: what a causal model reads to predict ``items[:, 1:]``."""
+        def cut(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[:, :-1]
+
+        return Batch(self.items[:, :-1], self.lengths.clamp_max(self.items.shape[1] - 1), self.users,
+                     cut(self.types), cut(self.timestamps))
+
     def loss_columns(self) -> torch.Tensor | None:
         """(B, W - 1) target columns at or after ``first_target`` (None: every column counts)."""
         if self.first_target is None:
