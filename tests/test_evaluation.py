@@ -359,3 +359,23 @@ def test_top_only_ranks_give_the_same_metrics_at_every_cutoff() -> None:
         for key, value in top.items():
             assert value == pytest.approx(exact[key], abs=1e-12), key
         assert 0 < top["ndcg@10"] < 1
+
+
+@pytest.mark.parametrize("width", [100, 4096, 12_102, 40_000])
+def test_two_stage_top_k_equals_torch_topk(width: int) -> None:
+    from shopseq.evaluation.metrics import top_k
+
+    g = torch.Generator().manual_seed(width)
+    scores = torch.randn(64, width, generator=g)
+    scores[:, 0] = -torch.inf
+    scores[:8] = torch.randint(0, 5, (8, width), generator=g).float()  # ties everywhere
+    scores[8, :] = -torch.inf  # a fully masked row
+    scores[9, :-3] = -torch.inf  # only the tail columns are finite
+    scores[10, width - 1] = 100.0  # the best item is the last column
+    for k in (1, 10, 20):
+        values, indices = top_k(scores, k)
+        expected = torch.topk(scores, k, dim=1).values
+        assert torch.equal(values, expected)
+        assert torch.equal(scores.gather(1, indices), values)  # indices point at those values
+        assert all(len(set(row)) == k for row in indices.tolist())  # no item twice in a row
+    assert top_k(scores, 20)[1][10, 0] == width - 1

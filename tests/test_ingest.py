@@ -157,6 +157,20 @@ def test_timestamp_units(store: EventStore, tmp_path: Path) -> None:
                    "i4": 1_700_000_000_000, "i5": 1_700_000_000_000}
 
 
+@pytest.mark.parametrize("unit", [TimestampUnit.SECONDS, TimestampUnit.MILLISECONDS, TimestampUnit.MICROSECONDS,
+                                  TimestampUnit.AUTO])
+def test_extreme_integer_timestamps_are_rejected_rows_not_a_failed_file(store: EventStore, tmp_path: Path,
+                                                                       unit: TimestampUnit) -> None:
+    """The smallest and largest BIGINT (a fuzz find: abs() of the smallest overflowed in DuckDB)."""
+    src = tmp_path / "x.jsonl"
+    src.write_text("".join(f'{{"user": "u1", "item": "i{i}", "ts": {ts}}}\n'
+                           for i, ts in enumerate([-2**63, 2**63 - 1, 1_700_000_000])))
+    mapping = MAPPING.model_copy(update={"price": None, "event_type": None})
+    report = ingest_file(store, src, "jsonl", ReadOptions(mapping=mapping, timestamp_unit=unit))
+    assert report.accepted == 1 and report.rejected_total == 2, report
+    assert set(report.rejected) <= {"impossible_timestamp", "bad_timestamp"}
+
+
 def test_jsonl_malformed_lines_are_rejected_with_line_numbers(store: EventStore, tmp_path: Path) -> None:
     src = tmp_path / "e.jsonl"
     src.write_text(

@@ -86,6 +86,45 @@ def test_scoring_in_length_groups_keeps_each_users_scores_and_order(name: str, m
     torch.testing.assert_close(grouped[7:8], single, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_follow_the_weights_after_training_and_loading(name: str) -> None:
+    """Scores come from the current weights (the fused optimiser bypasses version counters, so a
+    cache keyed on them would serve stale ones); 70 rows take the contiguous-copy path."""
+    model = build(name, 30)
+    histories = Histories.from_lists([[1 + i % 30, 2, 3][: 1 + i % 3] for i in range(70)], max_len=12)
+
+    def direct() -> torch.Tensor:  # the product without the cache
+        with torch.no_grad():
+            return (model._user_vectors(histories) @ model.module.output_weight().t()).float()
+
+    before = model.score(histories)
+    torch.testing.assert_close(before, direct(), atol=1e-5, rtol=0)
+    state = model.state()
+    model.fit(chain_sequences(n_users=40, n_items=30))  # optimiser steps change weights in place
+    after = model.score(histories)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, direct(), atol=1e-5, rtol=0)
+    model.load_state(state)
+    torch.testing.assert_close(model.score(histories), before, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_sasrec_last_position_scoring_equals_the_full_window(norm_first: bool) -> None:
+    """Scoring runs the final block at each row's last event only; it must give the state that
+    the full causal pass gives there (empty, short and full rows; pre- and post-LN)."""
+    from shopseq.models.neural import last_states
+
+    model = SASRec(SASRecConfig(layers=2, heads=2, norm_first=norm_first, train=TrainConfig(**FAST), **ARCH), 30)
+    module = model.module.eval()
+    rng = np.random.default_rng(1)
+    histories = Histories.from_lists([rng.integers(1, 31, n).tolist() for n in (0, 1, 3, 12, 7, 12)], max_len=12)
+    batch = model._batch(histories)
+    with torch.no_grad():
+        full = last_states(module.hidden_states(batch.items, batch.lengths), batch.lengths)
+        fast = module.batch_user_vectors(batch)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------- leakage
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
 def test_causal_prediction_at_t_ignores_items_after_t(name: str) -> None:

@@ -104,7 +104,8 @@ def _timestamp_ms(col: str, dtype: str, unit: TimestampUnit) -> str:
     number = f"TRY_CAST({col} AS DOUBLE)" if dtype in _TEXT_TYPES else f"CAST({col} AS DOUBLE)"
     exact = f"TRY_CAST({col} AS BIGINT)"  # integers must not lose precision through DOUBLE
     # exact seconds * 1000 only where the product fits; larger ones go the clamped DOUBLE way
-    exact_s = f"CASE WHEN abs({exact}) < 9000000000000000 THEN {exact} * 1000 END"
+    # (a range, not abs(): abs of the smallest BIGINT overflows and would fail the whole file)
+    exact_s = f"CASE WHEN {exact} BETWEEN -8999999999999999 AND 8999999999999999 THEN {exact} * 1000 END"
     by_unit = {
         TimestampUnit.SECONDS: f"coalesce({exact_s}, {_ms(f'{number} * 1000')})",
         TimestampUnit.MILLISECONDS: f"coalesce({exact}, {_ms(number)})",

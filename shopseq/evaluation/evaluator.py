@@ -48,6 +48,7 @@ from shopseq.evaluation.metrics import (
     per_user_metrics,
     ranks_within_top,
     target_ranks,
+    top_k,
 )
 from shopseq.models.base import Histories, Recommender
 
@@ -181,7 +182,7 @@ def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = 
     is_repeat = np.isin(pair_rows * width + items, _history_keys(eval_set, n_items))
     ranks = np.full(len(items), np.inf)
     recommended = {k: np.zeros(width, dtype=bool) for k in ks}
-    top_k = min(max(ks), n_items)
+    n_top = min(max(ks), n_items)
     h_off = eval_set.history_offsets
     score = model.score_purchase if config.head == "purchase" else model.score
 
@@ -216,7 +217,7 @@ def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = 
                                          config.sampled_negatives, config.seed + start)
                 ranks[p_index] = target_ranks(scores, p_rows_t, p_items, candidates=cand)
             else:
-                values, indices = torch.topk(scores, top_k, dim=1)
+                values, indices = top_k(scores, n_top)
                 if top_only:
                     ranks[p_index] = ranks_within_top(scores, values, p_rows_t, p_items)
                 else:

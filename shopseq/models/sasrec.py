@@ -25,7 +25,6 @@ from shopseq.models.neural import (
     TransformerBlock,
     TransformerConfig,
     init_weights,
-    last_states,
 )
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
@@ -83,17 +82,21 @@ class SASRecModule(SequenceModule):
                       types: torch.Tensor | None = None, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, d) causal hidden states of left-aligned ``items``: state t sees events 0..t only
         (padding sits after the real events, so the causal mask alone keeps it out)."""
-        positions = torch.arange(items.shape[1], device=items.device)
-        x = self.item_emb(items) + self.pos_emb(positions)
         if lengths is None:
             lengths = (items != 0).sum(dim=1)
-        extra = self.features(items, lengths, types, timestamps)
-        if extra is not None:
-            x = x + extra
-        x = self.drop(self.emb_norm(x))
+        x = self._embed(items, lengths, types, timestamps)
         for block in self.blocks:
             x = block(x, causal=True)
         return self.final_norm(x)
+
+    def _embed(self, items: torch.Tensor, lengths: torch.Tensor, types: torch.Tensor | None,
+               timestamps: torch.Tensor | None) -> torch.Tensor:
+        positions = torch.arange(items.shape[1], device=items.device)
+        x = self.item_emb(items) + self.pos_emb(positions)
+        extra = self.features(items, lengths, types, timestamps)
+        if extra is not None:
+            x = x + extra
+        return self.drop(self.emb_norm(x))
 
     def output_weight(self) -> torch.Tensor:
         weight = self.item_emb.weight
@@ -101,7 +104,12 @@ class SASRecModule(SequenceModule):
         return weight if attrs is None else weight + attrs  # tied: the same item vector as the input side
 
     def _last_states(self, batch: Batch) -> torch.Tensor:
-        return last_states(self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps), batch.lengths)
+        """(B, d) state at each row's last event (``last_states`` of ``hidden_states``, with the
+        final block run at that position only: 1.3x faster scoring on Beauty)."""
+        x = self._embed(batch.items, batch.lengths, batch.types, batch.timestamps)
+        for block in self.blocks[:-1]:
+            x = block(x, causal=True)
+        return self.final_norm(self.blocks[-1](x, causal=True, last=(batch.lengths - 1).clamp_min(0)))
 
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self._last_states(Batch(items, lengths, np.zeros(len(items), dtype=np.int64)))
@@ -167,9 +175,7 @@ class SASRec(NeuralRecommender):
         return SASRecModule(self.n_items, self.config)
 
     def score_purchase(self, histories: Histories) -> torch.Tensor:
-        vectors = self._by_length(histories, self.module.purchase_vectors)
-        with torch.no_grad():
-            return (vectors @ self.module.output_weight().t()).float()
+        return self.score_vectors(self._by_length(histories, self.module.purchase_vectors))
 
     def next_type_probabilities(self, histories: Histories) -> np.ndarray | None:
         if self.module.type_head is None:
