@@ -265,14 +265,38 @@ def test_early_stopping_restores_the_best_epoch() -> None:
         torch.testing.assert_close(v, snapshots[1][k], rtol=0, atol=0)
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
+def test_weight_average_is_validated_and_kept_while_training_follows_the_raw_weights() -> None:
+    seqs = chain_sequences(100)
+    raw = tiny_sasrec(seqs.n_items).fit(seqs)
+    averaged = tiny_sasrec(seqs.n_items, ema_epochs=1.0)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def validate() -> dict[str, float]:
+        seen.append(weights(averaged))
+        return {"ndcg@10": float(len(seen))}  # always a gain: the last epoch is kept
+
+    averaged.fit(seqs, validate=validate)
+    # validating on the average never disturbs training: the same losses, epoch after epoch
+    assert [r["loss"] for r in averaged.history] == pytest.approx([r["loss"] for r in raw.history], rel=1e-6)
+    final = weights(averaged)
+    assert not torch.allclose(final["item_emb.weight"], weights(raw)["item_emb.weight"], atol=1e-4)
+    for k in final:
+        torch.testing.assert_close(final[k], seen[-1][k], rtol=0, atol=0)
+    # a time constant shorter than a step makes the average the raw weights themselves
+    instant = tiny_sasrec(seqs.n_items, ema_epochs=1e-6).fit(seqs)
+    for k, v in weights(instant).items():
+        torch.testing.assert_close(v, weights(raw)[k], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("ema_epochs", [None, 1.0])
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path, ema_epochs: float | None) -> None:
     seqs = chain_sequences(100)
     metric = lambda m: (lambda: {"ndcg@10": float(m.module.pos_emb.weight.detach().sum())})  # noqa: E731
 
-    straight = tiny_sasrec(seqs.n_items)
+    straight = tiny_sasrec(seqs.n_items, ema_epochs=ema_epochs)
     straight.fit(seqs, validate=metric(straight))
 
-    crashed = tiny_sasrec(seqs.n_items)
+    crashed = tiny_sasrec(seqs.n_items, ema_epochs=ema_epochs)
     calls = {"n": 0}
 
     def crash_in_epoch_3() -> dict[str, float]:
@@ -289,7 +313,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
     assert sorted(p.suffix for p in (tmp_path / "ckpt").iterdir()) == [".json", ".safetensors"]
     json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
 
-    resumed = tiny_sasrec(seqs.n_items)  # a fresh process would start exactly like this
+    resumed = tiny_sasrec(seqs.n_items, ema_epochs=ema_epochs)  # a fresh process would start like this
     resumed.fit(seqs, validate=metric(resumed), checkpoint_dir=tmp_path / "ckpt", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     for a, b in zip(straight.history, resumed.history, strict=True):

@@ -3,6 +3,9 @@
 Signals per user u, from the history before the window's start, for the promoted items S:
 
 * ``P_u(S)``: the model's next-item probability mass on S (what the sequence model expects next);
+* ``T_u(S)``: the same mass from first-order item transitions counted before the start (a Markov
+  chain from the user's last item): a sharp short-term signal the sequence model's smoother
+  distribution can miss (synthetic shop: AUC 0.67 alone against SASRec's 0.55), learned beside it;
 * the user's recency-weighted share of events on S's categories, and recent events on S itself;
 * activity: recent events per day (shrunk towards the population rate), recency, purchases.
 
@@ -28,6 +31,7 @@ from shopseq.applications.metrics import auc, lift_at, precision_at_k
 from shopseq.applications.vectors import item_set_mass
 from shopseq.applications.windowed import population, rfm_score
 from shopseq.models.base import Recommender
+from shopseq.models.baselines import Markov, MarkovConfig
 
 
 class Promotion(BaseModel):
@@ -50,6 +54,7 @@ class PromotionConfig(BaseModel):
     history_weight: float = Field(0.5, ge=0, le=1, description="weight of the user's own category shares in P(S)")
     half_life_days: float = Field(30.0, gt=0)
     l2: float = Field(1e-2, ge=0, description="L2 penalty of the learned combination")
+    transitions: bool = Field(True, description="add the item-transition (Markov) mass T_u(S) as a signal")
 
 
 def promoted_mask(data: AppData, promotion: Promotion) -> np.ndarray:
@@ -73,6 +78,7 @@ class PromotionScores:
     p_engage: np.ndarray  # the model's score (a probability)
     poisson: np.ndarray  # 1 - exp(-rate * days * P(S)): the unlearned combination
     model_mass: np.ndarray  # P_u(S) from the sequence model alone
+    transition_mass: np.ndarray | None  # T_u(S) from item transitions (None: switched off)
     history_share: np.ndarray  # the user's recency-weighted share of events on S's categories
     rate_per_day: np.ndarray
     rfm: np.ndarray  # baseline scores
@@ -85,6 +91,7 @@ class _Signals:
     rows: np.ndarray
     x: np.ndarray  # logistic inputs
     mass: np.ndarray
+    transition_mass: np.ndarray | None
     share: np.ndarray
     rate: np.ndarray
     poisson: np.ndarray
@@ -107,7 +114,12 @@ def _signals(model: Recommender, data: AppData, mask: np.ndarray, start: int, da
     prior = n_recent.mean() / config.rate_days
     rate = (n_recent + config.rate_prior_days * prior) / (config.rate_days + config.rate_prior_days)
 
-    mass = item_set_mass(model, data.before(start), rows, mask)
+    history = data.before(start)
+    mass = item_set_mass(model, history, rows, mask)
+    t_mass = None
+    if config.transitions:
+        chain = Markov(MarkovConfig(), data.seqs.n_items).fit(history)
+        t_mass = item_set_mass(chain, history, rows, mask)
     cats = np.unique(data.items.category[mask])
     cat_items = np.isin(data.items.category, cats[cats >= 0])
     share = interest_share(data, start, cat_items, config.half_life_days)[rows]
@@ -120,8 +132,9 @@ def _signals(model: Recommender, data: AppData, mask: np.ndarray, start: int, da
     x = np.column_stack([
         np.log(rate), np.log(mass + 1e-7), np.log(share + 1e-4), np.log1p(on_set),
         np.log1p(a[:, col("recency_days")]), np.log1p(a[:, col("purchases")]), np.log(p_set * rate + 1e-9),
+        *([] if t_mass is None else [np.log(t_mass + 1e-7)]),
     ])
-    return _Signals(rows, x, mass, share, rate, 1 - np.exp(-rate * days * p_set), rfm_score(a, act.names),
+    return _Signals(rows, x, mass, t_mass, share, rate, 1 - np.exp(-rate * days * p_set), rfm_score(a, act.names),
                     1 - np.exp(-rate * days * pop_share))
 
 
@@ -142,8 +155,8 @@ def score_users(model: Recommender, data: AppData, promotion: Promotion, config:
         if y.sum() >= 5:
             p = LogisticModel.fit(prev.x, y, config.l2).predict_proba(now.x)
             learned = True
-    return PromotionScores(now.rows, p, now.poisson, now.mass, now.share, now.rate, now.rfm, now.popularity,
-                           learned)
+    return PromotionScores(now.rows, p, now.poisson, now.mass, now.transition_mass, now.share, now.rate, now.rfm,
+                           now.popularity, learned)
 
 
 def outcome_labels(data: AppData, promotion: Promotion, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -174,6 +187,8 @@ def evaluate_promotion(model: Recommender, data: AppData, promotion: Promotion,
     s = score_users(model, data, promotion, config)
     scorers = {"model": s.p_engage, "poisson": s.poisson, "sequence_model_only": s.model_mass, "rfm": s.rfm,
                "popularity": s.popularity}
+    if s.transition_mass is not None:
+        scorers["transitions_only"] = s.transition_mass
     outcomes = outcome_labels(data, promotion, s.rows)
     outcomes.update({k: v[s.rows] for k, v in (extra_labels or {}).items()})
     return {name: targeting_metrics(y, scorers) for name, y in outcomes.items() if 0 < y.sum() < len(y)}

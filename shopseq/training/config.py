@@ -35,6 +35,8 @@ class TrainConfig(BaseModel):
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     grad_clip: float | None = Field(5.0, description="max global gradient norm; None disables")
+    ema_epochs: float | None = Field(None, gt=0, description="validate and keep an exponential moving average "
+                                     "of the weights with this time constant in epochs (None: the raw weights)")
 
     loss: LossName = "ce"
     bf16: bool = Field(False, description="bf16 autocast of the output-layer products (AVX512-BF16 CPUs)")

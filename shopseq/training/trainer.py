@@ -73,6 +73,14 @@ def lr_factor(step: int, total: int, config: TrainConfig, warmup: int | None = N
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _swap_in(params: list[nn.Parameter], values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copy ``values`` into ``params``; returns copies of what the parameters held before."""
+    with torch.no_grad():
+        before = [p.detach().clone() for p in params]
+        torch._foreach_copy_(params, values)
+    return before
+
+
 def _resumable(config: dict[str, Any]) -> dict[str, Any]:
     """The settings a resumed run must share with the checkpoint (display and threads may change)."""
     return {k: v for k, v in config.items() if k not in ("quiet", "threads")}
@@ -173,6 +181,10 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, c, warmup))
         best_metric, best_epoch, bad_epochs, start = -math.inf, 0, 0, 1
         best_state: dict[str, torch.Tensor] | None = None
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        # the weight average: every rank applies the same averaged gradients, so all hold the same
+        ema = [p.detach().clone() for p in params] if c.ema_epochs else None
+        ema_rate = 1.0 / max(1.0, (c.ema_epochs or 1.0) * steps_per_epoch)
 
         if self.resume and self.checkpoint_dir is not None:
             ckpt = load_checkpoint(self.checkpoint_dir)
@@ -184,6 +196,8 @@ class Trainer:
                     raise ValueError(f"{self.checkpoint_dir} was written with other training settings ({changed}); "
                                      "resume with the same config or use a new checkpoint folder")
                 self.module.load_state_dict({k[6:]: v for k, v in ckpt.tensors.items() if k.startswith("model.")})
+                if ema is not None:
+                    ema = [ckpt.tensors[f"ema.{i}"].clone() for i in range(len(ema))]
                 optimizer_from_flat(optimizer, ckpt.tensors, m["optimizer"])
                 scheduler.load_state_dict(m["scheduler"])
                 torch.set_rng_state(ckpt.tensors["rng.torch"])
@@ -215,6 +229,9 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.module.parameters(), c.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        torch._foreach_lerp_(ema, [p.detach() for p in params], ema_rate)
                 value = float(total.detach())
                 if not math.isfinite(value):
                     raise FloatingPointError(f"loss became {value} in epoch {epoch}; lower lr or set grad_clip")
@@ -231,6 +248,7 @@ class Trainer:
             if self.validate is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
                 self.module.eval()
                 tv = time.perf_counter()
+                raw = _swap_in(params, ema) if ema is not None else None  # validate (and keep) the average
                 # rank 0 validates; every rank takes its numbers, so all make the same stopping decision
                 metrics = ctx.broadcast({k: float(v) for k, v in self.validate().items()} if main else None)
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
@@ -243,6 +261,8 @@ class Trainer:
                 else:
                     bad_epochs += 1
                     stop = c.patience is not None and bad_epochs >= c.patience
+                if raw is not None:
+                    _swap_in(params, raw)  # training goes on from the raw weights
             self.log.append(row)
             if not c.quiet and main:
                 shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
@@ -258,12 +278,16 @@ class Trainer:
                 opt_tensors, meta["optimizer"] = optimizer_to_flat(optimizer)
                 tensors.update(opt_tensors)
                 tensors["rng.torch"] = torch.get_rng_state()
+                if ema is not None:
+                    tensors.update({f"ema.{i}": t for i, t in enumerate(ema)})
                 save_checkpoint(self.checkpoint_dir, Checkpoint(tensors, meta), tag=f"{epoch:05d}")
             if stop:
                 break
 
         if best_state is not None:
             self.module.load_state_dict(best_state)
+        elif ema is not None:  # no validation: the average is the result
+            _swap_in(params, ema)
         self.best_metric, self.best_epoch = best_metric, best_epoch
         self.module.eval()
         return self.log
