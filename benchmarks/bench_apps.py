@@ -34,7 +34,22 @@ NOTES = {
 }
 
 
-def train_runs(workspace: Path, quick: bool, threads: int) -> dict[str, Path]:
+def model_specs(quick: bool, threads: int) -> dict[str, dict]:
+    sasrec = {"model": "sasrec", "hidden": 32 if quick else 64,
+              "train": {"epochs": 3 if quick else 30, "threads": threads, "quiet": True, "patience": 5}}
+    # the multi-behaviour SASRec: event types and time gaps in, next-type and next-purchase heads out
+    # (the forecast's purchase mix then comes from the purchase head)
+    heads = {**sasrec, "features": {"event_types": True, "time_gaps": True},
+             "aux": {"next_type": 0.2, "next_purchase": 1.0}}
+    return {"markov": {"model": "markov"}, "sasrec": sasrec, "sasrec+heads": heads}
+
+
+def train_runs(workspace: Path, quick: bool, threads: int, before_ms: int | None = None,
+               names: tuple[str, ...] | None = None, folder: str = "runs") -> dict[str, Path]:
+    """Train the models on a global time split of the workspace's events (only those before
+    ``before_ms`` when given)."""
+    import numpy as np
+
     from shopseq.data.sequences import build_sequences
     from shopseq.data.store import EventStore
     from shopseq.data.workspace import Workspace
@@ -43,20 +58,60 @@ def train_runs(workspace: Path, quick: bool, threads: int) -> dict[str, Path]:
 
     with EventStore.open(Workspace(workspace), read_only=True) as store:
         seqs = build_sequences(store.con)
-    sasrec = {"model": "sasrec", "hidden": 32 if quick else 64,
-              "train": {"epochs": 3 if quick else 30, "threads": threads, "quiet": True, "patience": 5}}
-    # the multi-behaviour SASRec: event types and time gaps in, next-type and next-purchase heads out
-    # (the forecast's purchase mix then comes from the purchase head)
-    heads = {**sasrec, "features": {"event_types": True, "time_gaps": True},
-             "aux": {"next_type": 0.2, "next_purchase": 1.0}}
+    if before_ms is not None:
+        seqs = seqs.subset(np.asarray(seqs.timestamps) < before_ms)
     runs = {}
-    for name, spec in {"markov": {"model": "markov"}, "sasrec": sasrec, "sasrec+heads": heads}.items():
-        run = workspace / "runs" / name
+    for name, spec in model_specs(quick, threads).items():
+        if names is not None and name not in names:
+            continue
+        run = workspace / folder / name
         config = ExperimentConfig(model=spec, split=SplitConfig(method="time"),
                                   eval=EvalConfig(ks=(10,), filter_seen=False), baselines=[])
         run_experiment(seqs, config, run, {}, log=lambda *_: None)
         runs[name] = run
     return runs
+
+
+def promotions_without_leakage(workspace: Path, truth_dir: Path | None, quick: bool, threads: int
+                               ) -> dict[str, dict[str, float]]:
+    """Promotion targeting with models trained only on events before each campaign's start.
+
+    The main runs train on the first 80% of the log, and the campaigns (synthetic shop) or pseudo-
+    campaigns (Taobao) fall inside it: a model that has seen the window's events (who went to the
+    promoted items, which items led there) scores it optimistically. Here every window gets its own
+    Markov and SASRec runs, trained on a time split of the events before its start."""
+    import numpy as np
+
+    from shopseq.applications.data import load_run_and_data
+    from shopseq.applications.promotion import campaign_promotions, evaluate_promotion, pseudo_campaigns
+    from shopseq.data.store import EventStore
+    from shopseq.data.workspace import Workspace
+
+    with EventStore.open(Workspace(workspace), read_only=True) as store:
+        truth = SyntheticTruth.load(truth_dir, store.key) if truth_dir else None
+        _, data, _ = load_run_and_data(store, workspace / "runs" / "markov")
+    if truth is not None:
+        campaigns = truth.campaigns.to_pylist()
+        promotions = campaign_promotions(campaigns)
+        labels = [truth.campaign_labels(c["campaign_id"], data.seqs.user_vocab) for c in campaigns]
+    else:
+        span_days = (data.end_ms - data.start_ms) / 86_400_000
+        promotions = pseudo_campaigns(data, days=min(2.0, span_days / 4), n=2 if quick else 3)
+        labels = [{} for _ in promotions]
+    aucs: dict[str, dict[str, list[float]]] = {}
+    for i, (promo, extra) in enumerate(zip(promotions, labels, strict=True)):
+        runs = train_runs(workspace, quick, threads, before_ms=promo.start_ms, names=("markov", "sasrec"),
+                          folder=f"runs-before-{i}")
+        for name, run in runs.items():
+            with EventStore.open(Workspace(workspace), read_only=True) as store:
+                model, data, _ = load_run_and_data(store, run)
+            result = evaluate_promotion(model, data, promo, extra)
+            for scorer, m in result.get("engaged", {}).items():
+                aucs.setdefault(name, {}).setdefault(scorer, []).append(m["auc"])
+            eng = result.get("engaged", {})
+            print(f"{workspace.name} / {name} trained before {promo.name}: engaged AUC "
+                  + ", ".join(f"{k} {v['auc']:.3f}" for k, v in eng.items()))
+    return {name: {k: float(np.nanmean(v)) for k, v in by.items()} for name, by in aucs.items()}
 
 
 def ingest(workspace: Path, src: Path, fmt: str, items: Path | None = None) -> None:
@@ -74,7 +129,7 @@ def ingest(workspace: Path, src: Path, fmt: str, items: Path | None = None) -> N
 
 def evaluate(workspace: Path, runs: dict[str, Path], truth_dir: Path | None, quick: bool
              ) -> dict[str, tuple[AppSummary, dict[str, int]]]:
-    from shopseq.applications.data import load_run_and_data
+    from shopseq.applications.data import load_run_and_data, train_cut_ms
     from shopseq.data.store import EventStore
     from shopseq.data.workspace import Workspace
 
@@ -82,9 +137,10 @@ def evaluate(workspace: Path, runs: dict[str, Path], truth_dir: Path | None, qui
     with EventStore.open(Workspace(workspace), read_only=True) as store:
         truth = SyntheticTruth.load(truth_dir, store.key) if truth_dir else None
         for name, run in runs.items():
-            model, data, _ = load_run_and_data(store, run)
+            model, data, meta = load_run_and_data(store, run)
             counts = {"users": data.seqs.n_users, "items": data.seqs.n_items, "events": data.seqs.n_events}
-            summary = run_all_on(model, data, truth, quick, workspace / "apps" / name)
+            summary = run_all_on(model, data, truth, quick, workspace / "apps" / name,
+                                 trained_until_ms=train_cut_ms(meta))
             print(f"--- {workspace.name} / {name}\n{summary.render()}")
             out[name] = (summary, counts)
     return out
@@ -109,39 +165,67 @@ def record(dataset: str, results: dict[str, tuple[AppSummary, dict[str, int]]], 
             ))
 
 
+def record_promotions(dataset: str, aucs: dict[str, dict[str, float]], counts: dict[str, int], command: str,
+                      quick: bool) -> None:
+    for model, metrics in aucs.items():
+        append_record(BenchRecord(
+            bench="apps-promo", dataset=dataset, model=model, variant="trained before each window",
+            counts=counts, metrics=metrics,
+            protocol={"split": "per window: the model trains on a time split of the events before its start",
+                      "quick": quick}, command=command, notes=NOTES["promo"],
+        ))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shop, short training: a smoke run")
     parser.add_argument("--data", type=Path, default=Path("/tmp/shopseq-bench-apps"), help="scratch folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for SASRec")
+    parser.add_argument("--promo-only", action="store_true",
+                        help="only the promotion benchmark with models trained before each window (reuses the "
+                             "ingested workspaces of an earlier run in --data)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append results")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from shopseq.synthetic import SyntheticShopConfig, generate_shop, write_shop
 
     started = time.perf_counter()
-    command = "python benchmarks/bench_apps.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/bench_apps.py" + (" --quick" if args.quick else "") + (
+        " --promo-only" if args.promo_only else "")
     users = 4000 if args.quick else 20_000
     shop_dir = args.data / f"shop-{users}"
-    if not (shop_dir / "events.parquet").exists():
-        write_shop(generate_shop(SyntheticShopConfig(n_users=users, seed=0)), shop_dir)
-    ws = args.data / f"synthetic-{users}"
-    ingest(ws, shop_dir / "events.parquet", "parquet", shop_dir / "items.parquet")
-    synthetic = evaluate(ws, train_runs(ws, args.quick, args.threads), shop_dir, args.quick)
-    if not args.no_record:
-        record(f"synthetic ({users:,} users)", synthetic, command, args.quick)
-
+    datasets = [(f"synthetic ({users:,} users)", args.data / f"synthetic-{users}", shop_dir)]
+    if not args.promo_only:
+        if not (shop_dir / "events.parquet").exists():
+            write_shop(generate_shop(SyntheticShopConfig(n_users=users, seed=0)), shop_dir)
+        ingest(datasets[0][1], shop_dir / "events.parquet", "parquet", shop_dir / "items.parquet")
     if TAOBAO.exists():
-        ws = args.data / "taobao"
-        ingest(ws, TAOBAO, "taobao")
-        taobao = evaluate(ws, train_runs(ws, args.quick, args.threads), None, args.quick)
-        if not args.no_record:
-            record("taobao sample", taobao, command, args.quick)
+        datasets.append(("taobao sample", args.data / "taobao", None))
+        if not args.promo_only:
+            ingest(datasets[1][1], TAOBAO, "taobao")
     else:
         print(f"skipping the Taobao sample: {TAOBAO} is absent (set SHOPSEQ_SHARED_DATA)")
+    for dataset, ws, truth_dir in datasets:
+        if not args.promo_only:
+            results = evaluate(ws, train_runs(ws, args.quick, args.threads), truth_dir, args.quick)
+            if not args.no_record:
+                record(dataset, results, command, args.quick)
+        aucs = promotions_without_leakage(ws, truth_dir, args.quick, args.threads)
+        if not args.no_record:
+            record_promotions(dataset, aucs, _counts(ws), command, args.quick)
     if not args.no_record:
         write_markdown()
     print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def _counts(workspace: Path) -> dict[str, int]:
+    from shopseq.data.sequences import build_sequences
+    from shopseq.data.store import EventStore
+    from shopseq.data.workspace import Workspace
+
+    with EventStore.open(Workspace(workspace), read_only=True) as store:
+        seqs = build_sequences(store.con)
+    return {"users": seqs.n_users, "items": seqs.n_items, "events": seqs.n_events}
 
 
 if __name__ == "__main__":

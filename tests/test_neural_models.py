@@ -233,6 +233,21 @@ def test_learns_a_sequential_pattern_better_than_popularity(name: str) -> None:
     assert hr > pop_hr + 0.3, f"{name}: HR@10 {hr:.3f} vs popularity {pop_hr:.3f}"
 
 
+def test_sasrec_cosine_scoring_learns_and_scores_cosines_over_the_temperature() -> None:
+    seqs = chain_sequences(400, 40, seed=1)
+    train, hist, targets = _split_last(seqs)
+    counts = np.bincount(train.items, minlength=41).astype(np.float32)
+    pop_hr = _hr_at_10(torch.from_numpy(np.tile(counts, (len(targets), 1))), targets)
+    model = SASRec(SASRecConfig(layers=1, heads=2, hidden=32, max_len=12, dropout=0.1, temperature=0.1,
+                                train=TrainConfig(**{**FAST, "epochs": 15, "batch_size": 32, "lr": 1e-2})), 40)
+    model.fit(train)
+    scores = model.score(hist)
+    assert _hr_at_10(scores, targets) > pop_hr + 0.3
+    assert float(scores[:, 1:].abs().max()) <= 1 / 0.1 + 1e-4  # cosines over the temperature
+    vectors = torch.from_numpy(model.encode(hist))
+    torch.testing.assert_close(vectors.norm(dim=1), torch.full((len(vectors),), 10.0), atol=1e-4, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------------ contract
 @pytest.mark.parametrize("name", NAMES)
 def test_contract(name: str, tmp_path: Path) -> None:

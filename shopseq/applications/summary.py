@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shopseq.applications.churn import churn_config, evaluate_churn
-from shopseq.applications.data import AppData, load_run_and_data
+from shopseq.applications.data import AppData, load_run_and_data, train_cut_ms
 from shopseq.applications.forecast import ForecastConfig, backtest
 from shopseq.applications.intent import evaluate_intent
 from shopseq.applications.metrics import adjusted_rand_index
@@ -47,8 +47,14 @@ def segment_ari(profiles: Profiles, truth: SyntheticTruth, data: AppData, min_ev
 
 
 def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None = None, quick: bool = False,
-               out_dir: Path | None = None, forecast_horizon: int = 7, churn_days: float = 30.0) -> AppSummary:
-    """Evaluate profiles/segments, intent, promotion, demand forecast and churn on one dataset."""
+               out_dir: Path | None = None, forecast_horizon: int = 7, churn_days: float = 30.0,
+               trained_until_ms: int | None = None) -> AppSummary:
+    """Evaluate profiles/segments, intent, promotion, demand forecast and churn on one dataset.
+
+    ``trained_until_ms``: the end of the model's training data (``train_cut_ms`` of its run). A
+    promotion window that starts before it was seen in training, so its numbers are optimistic:
+    they are labelled so, and kept out of the ``promo_*`` averages while any unseen window exists.
+    """
     s = AppSummary()
     span_days = (data.end_ms - data.start_ms) / 86_400_000
 
@@ -85,18 +91,23 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
         extra = [{} for _ in promotions]
     if quick:
         promotions, extra = promotions[:2], extra[:2]
+    seen = [trained_until_ms is not None and promo.start_ms < trained_until_ms for promo in promotions]
+    averaged = [not x for x in seen] if not all(seen) else seen
     aucs: dict[str, list[float]] = {}
-    for promo, labels in zip(promotions, extra, strict=True):
+    for promo, labels, was_seen, counts in zip(promotions, extra, seen, averaged, strict=True):
         result = evaluate_promotion(model, data, promo, labels)
         s.details[promo.name] = result
         for outcome, scorers in result.items():
             for name, m in scorers.items():
-                aucs.setdefault(f"promo_{outcome}_auc_{name}", []).append(m["auc"])
+                if counts:
+                    aucs.setdefault(f"promo_{outcome}_auc_{name}", []).append(m["auc"])
         eng = result.get("engaged", {})
         if eng:
+            note = " (window inside the model's training data: optimistic)" if was_seen else ""
             s.add(f"promotion {promo.name}: engaged AUC model {eng['model']['auc']:.3f}, rfm {eng['rfm']['auc']:.3f}, "
-                  f"popularity {eng['popularity']['auc']:.3f}; lift@10% {eng['model']['lift@10%']:.2f}")
+                  f"popularity {eng['popularity']['auc']:.3f}; lift@10% {eng['model']['lift@10%']:.2f}{note}")
     s.metrics.update({k: float(np.nanmean(v)) for k, v in aucs.items()})
+    s.metrics["promo_windows_seen_in_training"] = float(sum(seen))
     s.timing["promotion_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -122,6 +133,6 @@ def run_all(store: EventStore, run_dir: Path, truth_dir: Path | None = None, qui
     """The demo hook: every application evaluated on the store's data with the run's model.
     ``truth_dir``: the synthetic shop folder (users / campaigns / campaign_responses Parquet) for
     the ground-truth checks; ``out_dir``: where profiles.parquet and segments.html go."""
-    model, data, _ = load_run_and_data(store, Path(run_dir))
+    model, data, meta = load_run_and_data(store, Path(run_dir))
     truth = SyntheticTruth.load(truth_dir, store.key) if truth_dir is not None else None
-    return run_all_on(model, data, truth, quick, out_dir)
+    return run_all_on(model, data, truth, quick, out_dir, trained_until_ms=train_cut_ms(meta))

@@ -41,6 +41,8 @@ class SASRecConfig(TransformerConfig):
     attn_dropout: float | None = Field(0.0, description="attention-weight dropout; None = dropout")
     features: EventFeatures = Field(default_factory=EventFeatures, description="event inputs beside the item")
     aux: AuxHeads = Field(default_factory=AuxHeads, description="heads trained jointly with next-item")
+    temperature: float | None = Field(None, gt=0, description="cosine scoring: L2-normalised user and item "
+                                      "vectors, logit = cosine / temperature (NISER, CORE); None = dot product")
 
 
 def next_purchase_targets(items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
@@ -72,6 +74,7 @@ class SASRecModule(SequenceModule):
         self.final_norm = nn.LayerNorm(c.hidden) if c.norm_first else nn.Identity()
         self.features = EventEmbedding(n_items, c.hidden, c.features)
         self.aux = c.aux
+        self.temperature = c.temperature
         self.type_head = nn.Linear(c.hidden, N_EVENT_TYPES) if c.aux.next_type > 0 else None
         self.purchase_proj = nn.Linear(c.hidden, c.hidden) if c.aux.next_purchase > 0 else None
         self.reads_event_features = c.features.any_event_inputs
@@ -101,7 +104,12 @@ class SASRecModule(SequenceModule):
     def output_weight(self) -> torch.Tensor:
         weight = self.item_emb.weight
         attrs = self.features.attribute_vectors()
-        return weight if attrs is None else weight + attrs  # tied: the same item vector as the input side
+        weight = weight if attrs is None else weight + attrs  # tied: the same item vector as the input side
+        return weight if self.temperature is None else F.normalize(weight, dim=-1)
+
+    def _to_output(self, h: torch.Tensor) -> torch.Tensor:
+        """States as vectors against ``output_weight`` (normalised and sharpened when cosine)."""
+        return h if self.temperature is None else F.normalize(h, dim=-1) / self.temperature
 
     def _last_states(self, batch: Batch) -> torch.Tensor:
         """(B, d) state at each row's last event (``last_states`` of ``hidden_states``, with the
@@ -112,15 +120,15 @@ class SASRecModule(SequenceModule):
         return self.final_norm(self.blocks[-1](x, causal=True, last=(batch.lengths - 1).clamp_min(0)))
 
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self._last_states(Batch(items, lengths, np.zeros(len(items), dtype=np.int64)))
+        return self.batch_user_vectors(Batch(items, lengths, np.zeros(len(items), dtype=np.int64)))
 
     def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
-        return self._last_states(batch)
+        return self._to_output(self._last_states(batch))
 
     def purchase_vectors(self, batch: Batch) -> torch.Tensor:
         """(B, d) vectors that score the next PURCHASED item (the next-item vectors without a head)."""
         h = self._last_states(batch)
-        return h if self.purchase_proj is None else self.purchase_proj(h)
+        return self._to_output(h if self.purchase_proj is None else self.purchase_proj(h))
 
     def next_type_logits(self, batch: Batch) -> torch.Tensor:
         if self.type_head is None:
@@ -141,7 +149,7 @@ class SASRecModule(SequenceModule):
         keep = batch.target_mask()
         h = states[keep]
         if not self.aux.any:
-            return h, targets[keep], None
+            return self._to_output(h), targets[keep], None
         if batch.types is None:
             raise ValueError("auxiliary heads need event types in the batches")
         aux = h.new_zeros(())
@@ -155,9 +163,9 @@ class SASRecModule(SequenceModule):
             if columns is not None:  # overlapping windows: each position counts once
                 p_keep &= columns
             if bool(p_keep.any()):
-                hp = self.purchase_proj(states[p_keep])
+                hp = self._to_output(self.purchase_proj(states[p_keep]))
                 aux = aux + self.aux.next_purchase * full_softmax_ce(hp, self.output_weight(), p_targets[p_keep])
-        return h, targets[keep], aux
+        return self._to_output(h), targets[keep], aux
 
     def mean_targets(self, lengths: np.ndarray) -> float:
         return float(np.mean(np.asarray(lengths) - 1)) if len(lengths) else 1.0
