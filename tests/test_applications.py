@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shopseq.applications.churn import churn_config, evaluate_churn
-from shopseq.applications.data import AppData, load_run_and_data
+from shopseq.applications.data import AppData, load_run_and_data, train_cut_ms
 from shopseq.applications.features import behaviour_features
 from shopseq.applications.forecast import ForecastConfig, backtest, forecast
 from shopseq.applications.intent import evaluate_intent
@@ -243,6 +243,16 @@ def test_run_all_and_the_commands(shop_ws: Path, tmp_path: Path) -> None:
     text = summary.render()
     for word in ("profiles", "ARI", "purchase intent", "promotion", "demand", "churn"):
         assert word in text
+    # campaigns inside the run's training data are labelled as such (quick: the first two)
+    with _open(shop_ws) as store:
+        _, _, meta = load_run_and_data(store, shop_ws / "ws" / "runs" / "markov")
+        truth = SyntheticTruth.load(shop_ws / "shop", store.key)
+    cut = train_cut_ms(meta)
+    assert cut is not None
+    seen = sum(c["start_ms"] < cut for c in truth.campaigns.to_pylist()[:2])
+    assert seen >= 1  # this shop has campaigns inside the training period
+    assert text.count("inside the model's training data") == seen
+    assert summary.metrics["promo_windows_seen_in_training"] == seen
     assert (tmp_path / "profiles.parquet").exists() and (tmp_path / "segments.html").exists()
 
     ws = ["--workspace", str(shop_ws / "ws")]

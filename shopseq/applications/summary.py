@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shopseq.applications.churn import churn_config, evaluate_churn
-from shopseq.applications.data import AppData, load_run_and_data, train_cut_ms
+from shopseq.applications.data import DAY_MS, AppData, load_run_and_data, train_cut_ms
 from shopseq.applications.forecast import ForecastConfig, backtest
 from shopseq.applications.intent import evaluate_intent
 from shopseq.applications.metrics import adjusted_rand_index
@@ -51,12 +51,20 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
                trained_until_ms: int | None = None) -> AppSummary:
     """Evaluate profiles/segments, intent, promotion, demand forecast and churn on one dataset.
 
-    ``trained_until_ms``: the end of the model's training data (``train_cut_ms`` of its run). A
-    promotion window that starts before it was seen in training, so its numbers are optimistic:
-    they are labelled so, and kept out of the ``promo_*`` averages while any unseen window exists.
+    ``trained_until_ms``: the end of the model's training data (``train_cut_ms`` of its run). The
+    held-out windows of intent, churn and the demand back-test are then kept after it (shorter
+    horizons, fewer windows where needed): a window the model was trained on scores optimistically.
+    A promotion window is given (a campaign's dates), so one that starts before the cut is labelled
+    optimistic and kept out of the ``promo_*`` averages while any unseen window exists.
     """
     s = AppSummary()
-    span_days = (data.end_ms - data.start_ms) / 86_400_000
+    span_days = (data.end_ms - data.start_ms) / DAY_MS
+    # days at the end of the log that the model has not seen (all of them without a known cut)
+    unseen_days = span_days if trained_until_ms is None else max(0.0, (data.end_ms - trained_until_ms) / DAY_MS)
+    if unseen_days < 1:
+        s.add(f"note: only {unseen_days:.1f} days of the log come after the model's training data; the "
+              "back-tests below overlap what the model saw and are optimistic")
+        unseen_days = span_days
 
     t = time.perf_counter()
     config = ProfileConfig()
@@ -76,7 +84,7 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
         (out_dir / "segments.html").write_text(segment_report(profiles, s.metrics.get("segments_ari")))
 
     t = time.perf_counter()
-    intent = evaluate_intent(model, data, WindowConfig(horizon_days=min(7.0, span_days / 4)))
+    intent = evaluate_intent(model, data, WindowConfig(horizon_days=min(7.0, span_days / 4, unseen_days)))
     s.timing["intent_s"] = time.perf_counter() - t
     s.add(intent.headline())
     s.metrics.update({f"intent_{k}": v for k, v in intent.metrics.items()})
@@ -111,8 +119,9 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
     s.timing["promotion_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    horizon = int(max(1, min(forecast_horizon, span_days // 6)))
-    bt = backtest(model, data, ForecastConfig(horizon_days=horizon), n_windows=2 if quick else 3)
+    horizon = int(max(1, min(forecast_horizon, span_days // 6, unseen_days)))
+    n_windows = int(max(1, min(2 if quick else 3, unseen_days // horizon)))
+    bt = backtest(model, data, ForecastConfig(horizon_days=horizon), n_windows=n_windows)
     s.timing["forecast_s"] = time.perf_counter() - t
     s.add(bt.headline())
     s.details["forecast"] = bt
@@ -120,7 +129,7 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
         s.metrics.update({f"forecast_{method}_{k}": v for k, v in m.items()})
 
     t = time.perf_counter()
-    churn_h = min(churn_days, span_days / 3)
+    churn_h = min(churn_days, span_days / 3, unseen_days)
     churn = evaluate_churn(model, data, churn_config(churn_h))
     s.timing["churn_s"] = time.perf_counter() - t
     s.add(churn.headline())
