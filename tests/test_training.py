@@ -125,6 +125,27 @@ def test_batch_order_depends_on_the_seed_only() -> None:
     assert a == b and a != c
 
 
+@pytest.mark.parametrize("stride", [None, 4])
+def test_batches_do_not_depend_on_the_order_of_users(stride: int | None) -> None:
+    """A new workspace numbers users in a new (pseudonym) order: a seeded epoch must not change."""
+    rng = np.random.default_rng(0)
+    lists = [rng.integers(1, 30, int(n)).tolist() for n in rng.integers(2, 40, 150)]
+    perm = rng.permutation(len(lists))
+    a = LengthBatcher.from_sequences(seqs_from_lists(lists, 30), 11, 16, all_windows=True, stride=stride)
+    b = LengthBatcher.from_sequences(seqs_from_lists([lists[i] for i in perm], 30), 11, 16, all_windows=True,
+                                     stride=stride)
+    for seed in (0, 1):
+        for rows_a, rows_b in zip(a.plan(np.random.default_rng(seed)), b.plan(np.random.default_rng(seed)),
+                                  strict=True):
+            batch_a, batch_b = a.make(rows_a), b.make(rows_b)
+            assert torch.equal(batch_a.items, batch_b.items)
+            assert torch.equal(batch_a.lengths, batch_b.lengths)
+            assert (batch_a.first_target is None) == (batch_b.first_target is None)
+            if batch_a.first_target is not None:
+                assert torch.equal(batch_a.first_target, batch_b.first_target)
+            assert perm[batch_b.users].tolist() == batch_a.users.tolist()  # the same users, renumbered
+
+
 # -------------------------------------------------------------------------------------------- losses
 @pytest.mark.parametrize("chunk", [3, 7, 1000])
 def test_fused_full_softmax_matches_cross_entropy(chunk: int) -> None:

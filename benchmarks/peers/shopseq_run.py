@@ -75,8 +75,8 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="peers-shopseq-") as tmp:
         workspace = Workspace(Path(tmp) / name)
-        # a fixed pseudonymisation key: users are ordered by pseudonym, and with a fresh random key
-        # the seeded epoch plan would meet them in a new order every run (no run would repeat)
+        # a fixed pseudonymisation key, so every run numbers users alike (the seeded batches no
+        # longer depend on that order, LengthBatcher keys ties on content; this keeps logs comparable)
         workspace.key_path.parent.mkdir(parents=True, exist_ok=True)
         workspace.key_path.write_text(hashlib.sha256(b"shopseq-peers:" + name.encode()).hexdigest())
         with EventStore.open(workspace) as store:

@@ -14,6 +14,11 @@ Rows are sorted by window length (random order among equal lengths) and cut into
 ``batch_size`` rows, and the batch order is shuffled: a batch is padded only to its own longest
 row, so the encoder processes ~the real number of events instead of ``rows x max_len``
 (DESIGN.md: 8x fewer tokens on Amazon Beauty). Every row appears exactly once per epoch.
+
+The random order among equal lengths comes from a hash of each row's own events mixed with one
+draw of the seeded generator per epoch, not from the row's position: users are numbered in the
+order of their pseudonyms, which a new workspace (a new pseudonymisation key) reshuffles, and a
+seeded run must still see the same batches in the same order.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class LengthBatcher:
         self.timestamps = None if timestamps is None else np.asarray(timestamps)
         self.window = window
         self.batch_size = batch_size
+        self.content_keys = _window_hashes(self.items, self.ends, self.lengths, self.first_target)
 
     @classmethod
     def from_sequences(cls, seqs: Sequences, window: int, batch_size: int, min_length: int = 2,
@@ -130,7 +136,8 @@ class LengthBatcher:
 
     def plan(self, rng: np.random.Generator) -> list[np.ndarray]:
         """One epoch: a list of arrays of row numbers (into ``self.users``), one per batch."""
-        order = np.lexsort((rng.random(self.n_users), self.lengths))  # by length, ties at random
+        salt = np.uint64(rng.integers(0, 2**63))
+        order = np.lexsort((_mix(self.content_keys ^ salt), self.lengths))  # by length, ties at random
         chunks = [order[i:i + self.batch_size] for i in range(0, self.n_users, self.batch_size)]
         return [chunks[i] for i in rng.permutation(len(chunks))]
 
@@ -154,3 +161,39 @@ class LengthBatcher:
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
         for rows in self.plan(rng):
             yield self.make(rows)
+
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: uint64 -> well-spread uint64 (wrapping arithmetic)."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _window_hashes(items: np.ndarray, ends: np.ndarray, lengths: np.ndarray, first_target: np.ndarray | None,
+                   rows_per_chunk: int = 65_536) -> np.ndarray:
+    """uint64 hash of each row's window items (and its first loss column), computed in chunks
+    of rows: a key that depends on what a row holds, not on where its user sits in the data."""
+    out = np.empty(len(lengths), dtype=np.uint64)
+    width = int(lengths.max()) if len(lengths) else 0
+    cols = np.arange(width)
+    with np.errstate(over="ignore"):
+        for lo in range(0, len(lengths), rows_per_chunk):
+            hi = min(lo + rows_per_chunk, len(lengths))
+            n = lengths[lo:hi]
+            valid = cols[None, :] < n[:, None]
+            src = np.where(valid, (ends[lo:hi] - n)[:, None] + cols[None, :], 0)
+            h = n.astype(np.uint64) * _MULT
+            if first_target is not None:
+                h ^= _mix(first_target[lo:hi].astype(np.uint64) + np.uint64(1))
+            for j in range(width):  # a loop over columns (<= the window), not over rows
+                column = np.where(valid[:, j], items[src[:, j]], 0).astype(np.uint64)
+                h = _mix(h ^ column)
+            out[lo:hi] = h
+    return out
