@@ -379,3 +379,15 @@ def test_two_stage_top_k_equals_torch_topk(width: int) -> None:
         assert torch.equal(scores.gather(1, indices), values)  # indices point at those values
         assert all(len(set(row)) == k for row in indices.tolist())  # no item twice in a row
     assert top_k(scores, 20)[1][10, 0] == width - 1
+
+
+@pytest.mark.parametrize("target", ["next", "all"])
+def test_repeat_share_marks_targets_found_in_the_history(target: str) -> None:
+    rng = np.random.default_rng(5)
+    histories = [rng.integers(1, 12, int(n)).tolist() for n in rng.integers(0, 8, 60)]
+    targets = [rng.integers(1, 12, int(n)).tolist() for n in rng.integers(1, 4, 60)]
+    es = make_eval_set(histories, targets)
+    r = evaluate(oracle(es, 12), es, EvalConfig(ks=(5,), target=target, filter_seen=False))
+    firsts = [[t[0]] for t in targets] if target == "next" else [sorted(set(t)) for t in targets]
+    expected = [np.mean([i in h for i in ts]) for h, ts in zip(histories, firsts, strict=True)]
+    np.testing.assert_allclose(r.per_user["repeat_share"], expected)

@@ -160,9 +160,16 @@ def _rows_of(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     return local, np.repeat(starts - first, counts) + np.arange(int(counts.sum()), dtype=np.int64)
 
 
-def _history_keys(eval_set: EvalSet, n_items: int) -> np.ndarray:
-    rows = np.repeat(np.arange(eval_set.n_users, dtype=np.int64), eval_set.history_lengths())
-    return rows * (n_items + 1) + eval_set.history_items.astype(np.int64)
+def _in_history(eval_set: EvalSet, offsets: np.ndarray, items: np.ndarray, pair_rows: np.ndarray,
+                width: int) -> np.ndarray:
+    """bool per (user, target) pair: is the target among the user's history items?"""
+    h_lengths = eval_set.history_lengths()
+    h_rows = np.repeat(np.arange(eval_set.n_users, dtype=np.int64), h_lengths)
+    if len(items) == eval_set.n_users and np.array_equal(np.diff(offsets), np.ones(len(items), dtype=np.int64)):
+        # one target per user: compare each history event with its user's target (no hashing)
+        hits = eval_set.history_items.astype(np.int64) == items[h_rows]
+        return np.bincount(h_rows[hits], minlength=eval_set.n_users) > 0
+    return np.isin(pair_rows * width + items, h_rows * width + eval_set.history_items.astype(np.int64))
 
 
 def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = None) -> EvalResult:
@@ -179,7 +186,7 @@ def evaluate(model: Recommender, eval_set: EvalSet, config: EvalConfig | None = 
 
     offsets, items = target_pairs(eval_set, config.target, n_items)
     pair_rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(offsets))
-    is_repeat = np.isin(pair_rows * width + items, _history_keys(eval_set, n_items))
+    is_repeat = _in_history(eval_set, offsets, items, pair_rows, width)
     ranks = np.full(len(items), np.inf)
     recommended = {k: np.zeros(width, dtype=bool) for k in ks}
     n_top = min(max(ks), n_items)
