@@ -48,14 +48,15 @@ def random_model(name: str, **overrides: object) -> NeuralRecommender:
 
 
 @pytest.mark.parametrize(("name", "overrides"), [
-    ("sasrec", {}), ("sasrec", {"features": FEATURES}), ("gru4rec", {}), ("bert4rec", {}),
-], ids=["sasrec", "sasrec-event-features", "gru4rec", "bert4rec"])
+    ("sasrec", {}), ("sasrec", {"features": FEATURES}), ("sasrec", {"temperature": 0.1}), ("gru4rec", {}),
+    ("bert4rec", {}),
+], ids=["sasrec", "sasrec-event-features", "sasrec-cosine", "gru4rec", "bert4rec"])
 def test_onnx_encoder_matches_eager_pytorch(name: str, overrides: dict, tmp_path: Path) -> None:
     model = random_model(name, **overrides)
     out = export_onnx(model, tmp_path / "onnx")
     encoder = OnnxEncoder(out)
     assert read_manifest(out)["model"] == name and encoder.item_matrix.shape == (N_ITEMS + 1, 32)
-    assert ("types" in encoder.inputs) == bool(overrides)
+    assert ("types" in encoder.inputs) == ("features" in overrides)
     items, lengths, types, stamps = random_histories(N_ITEMS, MAX_LEN, batch=48, seed=1)
     # the eager reference goes through the model's own (right-aligned) scoring path
     histories = Histories(*(right_aligned(a, lengths) for a in (items, types, stamps)), lengths)
@@ -66,7 +67,7 @@ def test_onnx_encoder_matches_eager_pytorch(name: str, overrides: dict, tmp_path
     scores = vectors @ encoder.item_matrix.T
     assert np.abs(scores - model.score(histories).numpy()).max() <= 1e-4
     assert parity(model, out, batch=16, seed=2) <= 1e-4
-    if overrides:  # the features really enter the graph: other event types change the vectors
+    if "features" in overrides:  # the features really enter the graph: other event types change the vectors
         assert np.abs(encoder.user_vectors(items, lengths, (types + 1) % 5, stamps) - vectors).max() > 1e-3
     # inputs narrower than the exported window are padded by the encoder
     narrow = np.minimum(lengths, 5)

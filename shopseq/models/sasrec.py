@@ -107,7 +107,7 @@ class SASRecModule(SequenceModule):
         weight = weight if attrs is None else weight + attrs  # tied: the same item vector as the input side
         return weight if self.temperature is None else F.normalize(weight, dim=-1)
 
-    def _to_output(self, h: torch.Tensor) -> torch.Tensor:
+    def to_output(self, h: torch.Tensor) -> torch.Tensor:
         """States as vectors against ``output_weight`` (normalised and sharpened when cosine)."""
         return h if self.temperature is None else F.normalize(h, dim=-1) / self.temperature
 
@@ -123,12 +123,12 @@ class SASRecModule(SequenceModule):
         return self.batch_user_vectors(Batch(items, lengths, np.zeros(len(items), dtype=np.int64)))
 
     def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
-        return self._to_output(self._last_states(batch))
+        return self.to_output(self._last_states(batch))
 
     def purchase_vectors(self, batch: Batch) -> torch.Tensor:
         """(B, d) vectors that score the next PURCHASED item (the next-item vectors without a head)."""
         h = self._last_states(batch)
-        return self._to_output(h if self.purchase_proj is None else self.purchase_proj(h))
+        return self.to_output(h if self.purchase_proj is None else self.purchase_proj(h))
 
     def next_type_logits(self, batch: Batch) -> torch.Tensor:
         if self.type_head is None:
@@ -149,7 +149,7 @@ class SASRecModule(SequenceModule):
         keep = batch.target_mask()
         h = states[keep]
         if not self.aux.any:
-            return self._to_output(h), targets[keep], None
+            return self.to_output(h), targets[keep], None
         if batch.types is None:
             raise ValueError("auxiliary heads need event types in the batches")
         aux = h.new_zeros(())
@@ -163,9 +163,9 @@ class SASRecModule(SequenceModule):
             if columns is not None:  # overlapping windows: each position counts once
                 p_keep &= columns
             if bool(p_keep.any()):
-                hp = self._to_output(self.purchase_proj(states[p_keep]))
+                hp = self.to_output(self.purchase_proj(states[p_keep]))
                 aux = aux + self.aux.next_purchase * full_softmax_ce(hp, self.output_weight(), p_targets[p_keep])
-        return self._to_output(h), targets[keep], aux
+        return self.to_output(h), targets[keep], aux
 
     def mean_targets(self, lengths: np.ndarray) -> float:
         return float(np.mean(np.asarray(lengths) - 1)) if len(lengths) else 1.0

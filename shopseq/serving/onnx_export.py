@@ -54,7 +54,9 @@ class LastStateEncoder(nn.Module):
             h = self.module.hidden_states(items, lengths, types, timestamps)
         else:
             h = self.module.hidden_states(items)
-        return _state_at(h, (lengths - 1).clamp_min(0))
+        state = _state_at(h, (lengths - 1).clamp_min(0))
+        to_output = getattr(self.module, "to_output", None)  # SASRec's cosine scoring normalises
+        return state if to_output is None else to_output(state)
 
 
 class MaskTokenEncoder(nn.Module):
