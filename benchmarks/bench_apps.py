@@ -88,21 +88,15 @@ def promotions_without_leakage(workspace: Path, truth_dir: Path | None, quick: b
     import numpy as np
 
     from shopseq.applications.data import load_run_and_data
-    from shopseq.applications.promotion import campaign_promotions, evaluate_promotion, pseudo_campaigns
+    from shopseq.applications.promotion import evaluate_promotion
+    from shopseq.applications.summary import evaluation_promotions
     from shopseq.data.store import EventStore
     from shopseq.data.workspace import Workspace
 
     with EventStore.open(Workspace(workspace), read_only=True) as store:
         truth = SyntheticTruth.load(truth_dir, store.key) if truth_dir else None
         _, data, _ = load_run_and_data(store, workspace / "runs" / "markov")
-    if truth is not None:
-        campaigns = truth.campaigns.to_pylist()
-        promotions = campaign_promotions(campaigns)
-        labels = [truth.campaign_labels(c["campaign_id"], data.seqs.user_vocab) for c in campaigns]
-    else:
-        span_days = (data.end_ms - data.start_ms) / 86_400_000
-        promotions = pseudo_campaigns(data, days=min(2.0, span_days / 4), n=2 if quick else 3)
-        labels = [{} for _ in promotions]
+    promotions, labels = evaluation_promotions(data, truth, quick)
     aucs: dict[str, dict[str, list[float]]] = {}
     for i, (promo, extra) in enumerate(zip(promotions, labels, strict=True)):
         runs = train_runs(workspace, quick, threads, before_ms=promo.start_ms, names=("markov", "sasrec"),

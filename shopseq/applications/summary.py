@@ -16,7 +16,7 @@ from shopseq.applications.forecast import ForecastConfig, backtest
 from shopseq.applications.intent import evaluate_intent
 from shopseq.applications.metrics import adjusted_rand_index
 from shopseq.applications.profiles import ProfileConfig, Profiles, build_profiles_from, segment_report
-from shopseq.applications.promotion import campaign_promotions, evaluate_promotion, pseudo_campaigns
+from shopseq.applications.promotion import Promotion, campaign_promotions, evaluate_promotion, pseudo_campaigns
 from shopseq.applications.truth import SyntheticTruth
 from shopseq.applications.windowed import WindowConfig
 from shopseq.data.store import EventStore
@@ -44,6 +44,21 @@ def segment_ari(profiles: Profiles, truth: SyntheticTruth, data: AppData, min_ev
     types = truth.user_types(data.seqs.user_vocab)[rows]
     keep = (types >= 0) & (profiles.table.column("events").to_numpy() >= min_events)
     return adjusted_rand_index(types[keep], profiles.table.column("segment").to_numpy()[keep])
+
+
+def evaluation_promotions(data: AppData, truth: SyntheticTruth | None, quick: bool = False
+                          ) -> tuple[list[Promotion], list[dict[str, np.ndarray]]]:
+    """The promotions to back-test, with any extra per-user labels: the synthetic shop's recorded
+    campaigns (and who responded), else the busiest categories of the last days as pseudo-campaigns."""
+    if truth is not None:
+        campaigns = truth.campaigns.to_pylist()
+        promotions = campaign_promotions(campaigns)
+        extra = [truth.campaign_labels(c["campaign_id"], data.seqs.user_vocab) for c in campaigns]
+    else:
+        span_days = (data.end_ms - data.start_ms) / DAY_MS
+        promotions = pseudo_campaigns(data, days=min(2.0, span_days / 4), n=2 if quick else 3)
+        extra = [{} for _ in promotions]
+    return (promotions[:2], extra[:2]) if quick else (promotions, extra)
 
 
 def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None = None, quick: bool = False,
@@ -90,15 +105,7 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
     s.metrics.update({f"intent_{k}": v for k, v in intent.metrics.items()})
 
     t = time.perf_counter()
-    if truth is not None:
-        campaigns = truth.campaigns.to_pylist()
-        promotions = campaign_promotions(campaigns)
-        extra = [truth.campaign_labels(c["campaign_id"], data.seqs.user_vocab) for c in campaigns]
-    else:
-        promotions = pseudo_campaigns(data, days=min(2.0, span_days / 4), n=2 if quick else 3)
-        extra = [{} for _ in promotions]
-    if quick:
-        promotions, extra = promotions[:2], extra[:2]
+    promotions, extra = evaluation_promotions(data, truth, quick)
     seen = [trained_until_ms is not None and promo.start_ms < trained_until_ms for promo in promotions]
     averaged = [not x for x in seen] if not all(seen) else seen
     aucs: dict[str, list[float]] = {}
