@@ -104,7 +104,7 @@ def promotions_without_leakage(workspace: Path, truth_dir: Path | None, quick: b
         for name, run in runs.items():
             with EventStore.open(Workspace(workspace), read_only=True) as store:
                 model, data, _ = load_run_and_data(store, run)
-            result = evaluate_promotion(model, data, promo, extra)
+            result = evaluate_promotion(model, data, promo, extra, past=promotions)
             for scorer, m in result.get("engaged", {}).items():
                 aucs.setdefault(name, {}).setdefault(scorer, []).append(m["auc"])
             eng = result.get("engaged", {})

@@ -11,18 +11,30 @@ Signals per user u, from the history before the window's start, for the promoted
 
 They are combined by a logistic model fitted on the *preceding* window of the same length on the
 same items (features at start - D, label: engaged with S in [start - D, start)), so the weights are
-learned on a time split and the output is a probability (of engaging without the promotion's
-uplift: use it to rank). When the preceding window has no engaged user, the score falls back to
-the Poisson formula ``1 - exp(-rate_u * D * P_u(S))``. Baselines: RFM (recency, frequency,
-monetary; blind to S) and popularity (the Poisson formula with the global popularity of S).
+learned on a time split and the output is a probability. That window has no promotion: it teaches
+who comes to S on their own, and a campaign's engagement is driven more by who reacts to campaigns.
+
+So the shop's *past* promotions that ended before the start, when given, add what only they can
+teach: each becomes training rows under promotion conditions (its own items, features at its own
+start, label: engaged in its window), marked by an indicator that the scored promotion shares, and
+every row gets one more signal, the user's past response (log of 1 + the number of earlier
+promotions the user engaged with, counted before that row's cut).
+
+When no training window has an engaged user, the score falls back to the Poisson formula
+``1 - exp(-rate_u * D * P_u(S))``. Baselines: RFM (recency, frequency, monetary; blind to S) and
+popularity (the Poisson formula with the global popularity of S).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shopseq.applications.data import DAY_MS, AppData
 from shopseq.applications.features import PURCHASE, activity_features, interest_share
@@ -83,7 +95,8 @@ class PromotionScores:
     rate_per_day: np.ndarray
     rfm: np.ndarray  # baseline scores
     popularity: np.ndarray
-    learned: bool  # False when the preceding window could not train the combination
+    learned: bool  # False when no training window could fit the combination
+    past_promotions: int = 0  # earlier promotions whose outcomes trained the combination
 
 
 @dataclass
@@ -138,25 +151,57 @@ def _signals(model: Recommender, data: AppData, mask: np.ndarray, start: int, da
                     1 - np.exp(-rate * days * pop_share))
 
 
-def score_users(model: Recommender, data: AppData, promotion: Promotion, config: PromotionConfig | None = None
-                ) -> PromotionScores:
+def engaged_users(data: AppData, mask: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
+    """bool per user: any event on the ``mask`` items in [start, end)."""
+    ts = np.asarray(data.seqs.timestamps)
+    on = mask[np.asarray(data.seqs.items, dtype=np.int64)] & (ts >= start_ms) & (ts < end_ms)
+    return np.bincount(data.seqs.event_users()[on], minlength=data.seqs.n_users) > 0
+
+
+def past_response(data: AppData, past: Sequence[Promotion], cut_ms: int) -> np.ndarray:
+    """Per user: in how many of the promotions that ended by ``cut_ms`` they engaged."""
+    count = np.zeros(data.seqs.n_users)
+    for p in past:
+        if p.end_ms <= cut_ms:
+            count += engaged_users(data, promoted_mask(data, p), p.start_ms, p.end_ms)
+    return count
+
+
+def score_users(model: Recommender, data: AppData, promotion: Promotion, config: PromotionConfig | None = None,
+                past: Sequence[Promotion] = ()) -> PromotionScores:
+    """Scores of the users with history before the start. ``past``: the shop's earlier promotions
+    (those that ended after the start are ignored: their outcome is not known yet)."""
     config = config or PromotionConfig()
     mask = promoted_mask(data, promotion)
     days, start = promotion.days, promotion.start_ms
     now = _signals(model, data, mask, start, days, config)
-    learned, p = False, now.poisson
-    # the same items over the preceding window of the same length teach how to weigh the signals
+    # training windows: the same items over the preceding window of the same length (no promotion),
+    # then every earlier promotion (under promotion conditions)
+    windows: list[tuple[_Signals, np.ndarray, float, int]] = []
     prev_start = start - int(days * DAY_MS)
     if prev_start > data.start_ms:
         prev = _signals(model, data, mask, prev_start, days, config)
-        ts = np.asarray(data.seqs.timestamps)
-        on = mask[np.asarray(data.seqs.items, dtype=np.int64)] & (ts >= prev_start) & (ts < start)
-        y = (np.bincount(data.seqs.event_users()[on], minlength=data.seqs.n_users) > 0)[prev.rows]
-        if y.sum() >= 5:
-            p = LogisticModel.fit(prev.x, y, config.l2).predict_proba(now.x)
-            learned = True
-    return PromotionScores(now.rows, p, now.poisson, now.mass, now.transition_mass, now.share, now.rate, now.rfm,
-                           now.popularity, learned)
+        windows.append((prev, engaged_users(data, mask, prev_start, start)[prev.rows], 0.0, prev_start))
+    earlier = [p for p in past if p.end_ms <= start and p.start_ms > data.start_ms]
+    for p in earlier:
+        sig = _signals(model, data, promoted_mask(data, p), p.start_ms, p.days, config)
+        windows.append((sig, engaged_users(data, promoted_mask(data, p), p.start_ms, p.end_ms)[sig.rows], 1.0,
+                        p.start_ms))
+
+    def design(sig: _Signals, promoted: float, cut: int) -> np.ndarray:
+        if not earlier:  # the preceding window alone: no indicator, no past response to learn from
+            return sig.x
+        response = np.log1p(past_response(data, earlier, cut)[sig.rows])
+        return np.column_stack([sig.x, response, np.full(len(sig.rows), promoted)])
+
+    learned, p_engage = False, now.poisson
+    y = np.concatenate([w[1] for w in windows]) if windows else np.zeros(0, dtype=bool)
+    if y.sum() >= 5 and not y.all():
+        x = np.vstack([design(sig, promoted, cut) for sig, _, promoted, cut in windows])
+        p_engage = LogisticModel.fit(x, y, config.l2).predict_proba(design(now, 1.0, start))
+        learned = True
+    return PromotionScores(now.rows, p_engage, now.poisson, now.mass, now.transition_mass, now.share, now.rate,
+                           now.rfm, now.popularity, learned, len(earlier))
 
 
 def outcome_labels(data: AppData, promotion: Promotion, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -164,11 +209,9 @@ def outcome_labels(data: AppData, promotion: Promotion, rows: np.ndarray) -> dic
     mask = promoted_mask(data, promotion)
     ts = np.asarray(data.seqs.timestamps)
     on = mask[np.asarray(data.seqs.items, dtype=np.int64)] & (ts >= promotion.start_ms) & (ts < promotion.end_ms)
-    users = data.seqs.event_users()
-    engaged = np.bincount(users[on], minlength=data.seqs.n_users) > 0
-    bought = np.bincount(users[on & (np.asarray(data.seqs.event_types) == PURCHASE)],
+    bought = np.bincount(data.seqs.event_users()[on & (np.asarray(data.seqs.event_types) == PURCHASE)],
                          minlength=data.seqs.n_users) > 0
-    return {"engaged": engaged[rows], "purchased": bought[rows]}
+    return {"engaged": engaged_users(data, mask, promotion.start_ms, promotion.end_ms)[rows], "purchased": bought[rows]}
 
 
 def targeting_metrics(labels: np.ndarray, scores: dict[str, np.ndarray], k: int | None = None
@@ -180,11 +223,11 @@ def targeting_metrics(labels: np.ndarray, scores: dict[str, np.ndarray], k: int 
 
 
 def evaluate_promotion(model: Recommender, data: AppData, promotion: Promotion,
-                       extra_labels: dict[str, np.ndarray] | None = None, config: PromotionConfig | None = None
-                       ) -> dict[str, dict[str, dict[str, float]]]:
+                       extra_labels: dict[str, np.ndarray] | None = None, config: PromotionConfig | None = None,
+                       past: Sequence[Promotion] = ()) -> dict[str, dict[str, dict[str, float]]]:
     """Per outcome (engaged, purchased, plus ``extra_labels`` given per user of the vocabulary,
     e.g. the synthetic shop's planted responders): metrics of the model and the baselines."""
-    s = score_users(model, data, promotion, config)
+    s = score_users(model, data, promotion, config, past)
     scorers = {"model": s.p_engage, "poisson": s.poisson, "sequence_model_only": s.model_mass, "rfm": s.rfm,
                "popularity": s.popularity}
     if s.transition_mass is not None:
@@ -218,4 +261,27 @@ def campaign_promotions(campaigns: list[dict]) -> list[Promotion]:
         else:
             out.append(Promotion(items=list(c["item_ids"]), start_ms=c["start_ms"], end_ms=c["end_ms"],
                                  name=f"{c['campaign_id']} {c['name']}"))
+    return out
+
+
+def load_promotions(path: Path) -> list[Promotion]:
+    """A shop's promotions from a file: Parquet with the campaigns table's columns (campaign_id,
+    name, kind, start_ms, end_ms, item_ids, category; what the synthetic shop writes), or JSON, a
+    list of ``Promotion`` objects (items and/or categories, start_ms, end_ms, name)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        missing = {"campaign_id", "name", "start_ms", "end_ms"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"{path}: campaigns table lacks the column(s) {sorted(missing)}")
+        return campaign_promotions(table.to_pylist())
+    entries = json.loads(path.read_text())
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a JSON list of promotions")
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(Promotion.model_validate(entry))
+        except ValidationError as e:
+            raise ValueError(f"{path}: promotion {i}: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
     return out

@@ -110,7 +110,8 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
     averaged = [not x for x in seen] if not all(seen) else seen
     aucs: dict[str, list[float]] = {}
     for promo, labels, was_seen, counts in zip(promotions, extra, seen, averaged, strict=True):
-        result = evaluate_promotion(model, data, promo, labels)
+        # the other campaigns that ended before this one starts teach how users react to campaigns
+        result = evaluate_promotion(model, data, promo, labels, past=promotions)
         s.details[promo.name] = result
         for outcome, scorers in result.items():
             for name, m in scorers.items():

@@ -17,7 +17,7 @@ from shopseq.applications.churn import churn_config, evaluate_churn, fit_churn
 from shopseq.applications.data import DAY_MS, load_run_and_data
 from shopseq.applications.forecast import ForecastConfig, backtest, forecast
 from shopseq.applications.profiles import build_profiles_from, segment_report
-from shopseq.applications.promotion import Promotion, score_users
+from shopseq.applications.promotion import Promotion, load_promotions, score_users
 from shopseq.applications.summary import run_all
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, open_store
 from shopseq.reports.html import HtmlReport
@@ -154,6 +154,9 @@ def promote(
     categories: Annotated[list[str] | None, typer.Option("--categories", help="Promoted categories.")] = None,
     top: Annotated[int, typer.Option(help="Users to print.")] = 20,
     out: Annotated[Path | None, typer.Option(help="Write every user's score as Parquet.")] = None,
+    past_campaigns: Annotated[Path | None, typer.Option(
+        help="The shop's earlier promotions (Parquet campaigns table or a JSON list): those that ended "
+             "before --start teach how users react to campaigns.")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Rank users by their probability of engaging with the promoted items in the window."""
@@ -165,12 +168,13 @@ def promote(
         raise ValueError("--end must be after --start")
     with open_store(workspace, read_only=True) as store:
         model, data, _ = load_run_and_data(store, run_dir)
-    s = score_users(model, data, promotion)
+    past = load_promotions(past_campaigns) if past_campaigns is not None else []
+    s = score_users(model, data, promotion, past=past)
     result = pa.table({"user_id": data.seqs.user_vocab.decode(s.rows).astype(object), "p_engage": s.p_engage,
                        "model_mass": s.model_mass, "category_share": s.history_share,
                        "events_per_day": s.rate_per_day}).sort_by([("p_engage", "descending")])
     table = Table(title=f"top {top} of {len(s.rows):,} users for the promotion "
-                        f"({'learned on the preceding window' if s.learned else 'unlearned Poisson score'})",
+                        f"({_how_learned(s.learned, s.past_promotions)})",
                   title_justify="left")
     for col in ("user (pseudonym)", "P(engage)", "P(next in promo)", "category share"):
         table.add_column(col)
@@ -180,6 +184,13 @@ def promote(
     if out is not None:
         pq.write_table(result, out)
         console.print(f"wrote {result.num_rows:,} scores to {out}")
+
+
+def _how_learned(learned: bool, past_promotions: int) -> str:
+    if not learned:
+        return "unlearned Poisson score"
+    earlier = f" and {past_promotions} earlier promotion(s)" if past_promotions else ""
+    return "learned on the preceding window" + earlier
 
 
 @friendly_errors
