@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     parser.add_argument("--set", dest="settings", default="{}", help="JSON overrides of the model config")
+    parser.add_argument("--test-curve", action="store_true",
+                        help="diagnostic: also evaluate the test set after every epoch (reported as test_curve, "
+                             "never used to select the epoch; its time counts as validation time)")
     args = parser.parse_args()
     name = args.dataset_dir.name
     inter = args.dataset_dir / f"{name}.inter"
@@ -96,10 +99,13 @@ def main() -> None:
     config = model_from_dict(spec, args.seed)
     model = build_model(config, seqs.n_items)
     valid_curve: list[float] = []
+    test_curve: list[float] = []
 
     def validate() -> dict[str, float]:
         metrics = {k: float(v) for k, v in evaluate(model, split.valid, PROTOCOL).metrics.items()}
         valid_curve.append(metrics["ndcg@10"])
+        if args.test_curve:
+            test_curve.append(float(evaluate(model, split.test, PROTOCOL).metrics["ndcg@10"]))
         return metrics
 
     model.fit(split.train, validate=validate)
@@ -129,6 +135,7 @@ def main() -> None:
         "epoch_seconds": [r["seconds"] for r in history],
         "valid_epoch_seconds": [r["valid_seconds"] for r in history],
         "valid_curve": [round(v, 4) for v in valid_curve],
+        **({"test_curve": [round(v, 4) for v in test_curve]} if args.test_curve else {}),
         "best_valid": {"ndcg@10": round(valid_curve[best], 4)},
         "test": renamed(test.metrics),
         "test_eval_seconds": round(test_seconds, 4),
