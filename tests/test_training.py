@@ -84,6 +84,34 @@ def test_batches_cover_every_target_exactly_once_and_pad_little() -> None:
     assert batcher.n_users == int((lengths >= 2).sum())
 
 
+@pytest.mark.parametrize("stride", [None, 7])
+def test_target_budget_batches_hold_about_that_many_targets_and_every_row_once(stride: int | None) -> None:
+    rng = np.random.default_rng(3)
+    lengths = np.minimum(rng.geometric(0.05, size=800), 200)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    items = np.arange(1, offsets[-1] + 1)
+    budget = 300
+    batcher = LengthBatcher(offsets, items, window=31, batch_size=64, all_windows=True, stride=stride,
+                            batch_targets=budget)
+    for seed in (0, 1):
+        plan = batcher.plan(np.random.default_rng(seed))
+        assert len(plan) == len(batcher)  # the schedule's step count is exact
+        rows = np.concatenate(plan)
+        assert np.array_equal(np.sort(rows), np.arange(batcher.n_users))  # every row exactly once
+        totals = np.array([batcher.row_targets[r].sum() for r in plan])
+        # a batch starts below the budget and takes its last row whole; all but the last are full
+        assert (totals < budget + batcher.row_targets.max()).all()
+        assert np.sort(totals)[1:].min() >= budget - batcher.row_targets.max()
+        if stride is None:  # many short windows in a batch, few long ones (overlapping rows carry <= 7 each)
+            sizes = np.array([len(r) for r in plan])
+            widths = np.array([batcher.lengths[r].max() for r in plan])
+            assert sizes[widths.argmin()] > 3 * sizes[widths == widths.max()].max()
+    # the loss targets a batch carries are what row_targets counts
+    batch = batcher.make(plan[0])
+    assert int(batch.target_mask().sum()) == int(batcher.row_targets[plan[0]].sum())
+
+
 @pytest.mark.parametrize("stride", [None, 12, 5])
 def test_all_windows_make_every_later_event_a_target_exactly_once(stride: int | None) -> None:
     rng = np.random.default_rng(2)
@@ -267,6 +295,19 @@ def test_every_loss_trains(loss: str) -> None:
     assert len(model.history) == 8
     assert model.history[-1]["loss"] < model.history[0]["loss"] - 0.2
     assert {"epoch", "loss", "seconds", "lr", "targets_per_s"} <= set(model.history[0])
+
+
+def test_target_budget_batches_train_with_one_loss_scale() -> None:
+    from shopseq.training.trainer import Trainer
+
+    seqs = chain_sequences(120)
+    model = tiny_sasrec(seqs.n_items, batch_targets=60, epochs=6).fit(seqs)
+    assert model.history[-1]["loss"] < model.history[0]["loss"] - 0.2
+    # a full batch of next-item targets weighs like batch_targets of them, whatever its rows
+    batcher = LengthBatcher.from_sequences(seqs, model.module.window, 32, batch_targets=60)
+    trainer = Trainer(model.module, batcher, model.config.train, n_items=seqs.n_items)
+    assert trainer.norm == pytest.approx(60.0)
+    assert len(batcher) > 120 // 32 + 1  # ~12 targets per user: more, smaller batches than 32 users
 
 
 def test_early_stopping_restores_the_best_epoch() -> None:

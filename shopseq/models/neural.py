@@ -264,7 +264,7 @@ class NeuralRecommender(Recommender):
         batcher = LengthBatcher.from_sequences(train, self.module.window, tc.batch_size,
                                                with_features=self.module.reads_event_features
                                                or self.module.trains_on_event_types, all_windows=tc.all_windows,
-                                               stride=tc.window_stride)
+                                               stride=tc.window_stride, batch_targets=tc.batch_targets)
         counts = np.bincount(np.asarray(train.items, dtype=np.int64), minlength=self.n_items + 1)
         trainer = Trainer(self.module, batcher, tc, n_items=self.n_items, item_counts=counts, validate=validate,
                           checkpoint_dir=checkpoint_dir, resume=resume, desc=self.name)

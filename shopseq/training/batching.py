@@ -15,6 +15,12 @@ Rows are sorted by window length (random order among equal lengths) and cut into
 row, so the encoder processes ~the real number of events instead of ``rows x max_len``
 (DESIGN.md: 8x fewer tokens on Amazon Beauty). Every row appears exactly once per epoch.
 
+With ``batch_targets`` a batch is cut by next-event targets instead of rows (a token budget, as
+fairseq's ``max_tokens``): many short windows or few long ones, about that many targets each. A
+step then learns from the same amount of evidence whatever the length of the histories, and the
+unit is the one of prefix-sample trainers (RecBole's batch of 256 is 256 targets; 256 of our
+windows of Amazon Beauty hold ~1,800).
+
 The random order among equal lengths comes from a hash of each row's own events mixed with one
 draw of the seeded generator per epoch, not from the row's position: users are numbered in the
 order of their pseudonyms, which a new workspace (a new pseudonymisation key) reshuffles, and a
@@ -73,9 +79,11 @@ class LengthBatcher:
 
     def __init__(self, offsets: np.ndarray, items: np.ndarray, window: int, batch_size: int,
                  min_length: int = 2, types: np.ndarray | None = None, timestamps: np.ndarray | None = None,
-                 all_windows: bool = False, stride: int | None = None) -> None:
+                 all_windows: bool = False, stride: int | None = None, batch_targets: int | None = None) -> None:
         if window < 1 or batch_size < 1:
             raise ValueError("window and batch_size must be >= 1")
+        if batch_targets is not None and batch_targets < 1:
+            raise ValueError("batch_targets must be >= 1")
         if all_windows and window < 2:
             raise ValueError("all_windows needs window >= 2 (a window of one event has no target)")
         stride = window - 1 if stride is None else stride
@@ -107,14 +115,16 @@ class LengthBatcher:
         self.timestamps = None if timestamps is None else np.asarray(timestamps)
         self.window = window
         self.batch_size = batch_size
+        self.batch_targets = batch_targets
         self.content_keys = _window_hashes(self.items, self.ends, self.lengths, self.first_target)
 
     @classmethod
     def from_sequences(cls, seqs: Sequences, window: int, batch_size: int, min_length: int = 2,
                        with_features: bool = False, all_windows: bool = False,
-                       stride: int | None = None) -> LengthBatcher:
+                       stride: int | None = None, batch_targets: int | None = None) -> LengthBatcher:
         types, timestamps = (seqs.event_types, seqs.timestamps) if with_features else (None, None)
-        return cls(seqs.offsets, seqs.items, window, batch_size, min_length, types, timestamps, all_windows, stride)
+        return cls(seqs.offsets, seqs.items, window, batch_size, min_length, types, timestamps, all_windows, stride,
+                   batch_targets)
 
     @property
     def n_users(self) -> int:
@@ -131,14 +141,32 @@ class LengthBatcher:
         """Events inside the windows (the tokens an epoch processes)."""
         return int(self.lengths.sum())
 
+    @property
+    def row_targets(self) -> np.ndarray:
+        """Next-event targets of every row that carry loss (at least 1)."""
+        return np.maximum(self.target_lengths - 1, 1)
+
     def __len__(self) -> int:
-        return -(-self.n_users // self.batch_size)
+        if self.batch_targets is None:
+            return -(-self.n_users // self.batch_size)
+        return len(self._cuts(np.lexsort((self.row_targets, self.lengths)))) + 1 if self.n_users else 0
+
+    def _cuts(self, order: np.ndarray) -> np.ndarray:
+        """Positions in ``order`` where a new batch of ~``batch_targets`` targets starts: a batch
+        takes the rows whose first target falls in its slice of the running total."""
+        targets = self.row_targets[order]
+        slot = (np.cumsum(targets) - targets) // self.batch_targets
+        return np.flatnonzero(np.diff(slot)) + 1
 
     def plan(self, rng: np.random.Generator) -> list[np.ndarray]:
         """One epoch: a list of arrays of row numbers (into ``self.users``), one per batch."""
         salt = np.uint64(rng.integers(0, 2**63))
-        order = np.lexsort((_mix(self.content_keys ^ salt), self.lengths))  # by length, ties at random
-        chunks = [order[i:i + self.batch_size] for i in range(0, self.n_users, self.batch_size)]
+        if self.batch_targets is None:
+            order = np.lexsort((_mix(self.content_keys ^ salt), self.lengths))  # by length, ties at random
+            chunks = [order[i:i + self.batch_size] for i in range(0, self.n_users, self.batch_size)]
+        else:  # rows of equal length also sorted by targets, so that the cuts are the same every epoch
+            order = np.lexsort((_mix(self.content_keys ^ salt), self.row_targets, self.lengths))
+            chunks = np.split(order, self._cuts(order)) if self.n_users else []
         return [chunks[i] for i in rng.permutation(len(chunks))]
 
     def make(self, rows: np.ndarray) -> Batch:

@@ -21,6 +21,8 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(100, ge=1, description="length of the cosine schedule; early stopping may end sooner")
     batch_size: int = Field(128, ge=1, description="users (windows with all_windows) per batch")
+    batch_targets: int | None = Field(None, ge=1, description="cut batches by next-event targets instead: about "
+                                      "this many per batch, however many windows that takes (batch_size unused)")
     all_windows: bool = Field(False, description="train on every event of long histories (tiled windows), "
                                                   "not only the last max_len")
     window_stride: int | None = Field(None, ge=1, description="with all_windows: events between window ends; "

@@ -131,7 +131,13 @@ class Trainer:
         # The loss of a batch = sum over its targets / this constant (batch_size x mean targets per
         # user): every target weighs the same, whatever the length of its batch. Each rank holds
         # 1/world of a global batch, and gradients are averaged over ranks: hence the division.
-        self.norm = config.batch_size / self.dist.world_size * max(model.mean_targets(batcher.target_lengths), 1e-9)
+        if config.batch_targets is not None:  # a batch holds ~batch_targets window targets, of which the
+            # model trains on mean_targets / mean window targets (all for next-item models, the masked for BERT4Rec)
+            window_targets = float(np.mean(batcher.row_targets)) if batcher.n_users else 1.0
+            share = model.mean_targets(batcher.target_lengths) / window_targets
+            self.norm = config.batch_targets / self.dist.world_size * max(share, 1e-9)
+        else:
+            self.norm = config.batch_size / self.dist.world_size * max(model.mean_targets(batcher.target_lengths), 1e-9)
         counts = np.zeros(n_items + 1, dtype=np.float64)
         if item_counts is not None:
             counts[: len(item_counts)] = item_counts
