@@ -189,8 +189,8 @@ def promote(
 def _how_learned(learned: bool, past_promotions: int) -> str:
     if not learned:
         return "unlearned Poisson score"
-    earlier = f" and {past_promotions} earlier promotion(s)" if past_promotions else ""
-    return "learned on the preceding window" + earlier
+    earlier = f", with {past_promotions} earlier promotion(s)" if past_promotions else ""
+    return "learned on the windows before the start" + earlier
 
 
 @friendly_errors
