@@ -158,15 +158,6 @@ def engaged_users(data: AppData, mask: np.ndarray, start_ms: int, end_ms: int) -
     return np.bincount(data.seqs.event_users()[on], minlength=data.seqs.n_users) > 0
 
 
-def past_response(data: AppData, past: Sequence[Promotion], cut_ms: int) -> np.ndarray:
-    """Per user: in how many of the promotions that ended by ``cut_ms`` they engaged."""
-    count = np.zeros(data.seqs.n_users)
-    for p in past:
-        if p.end_ms <= cut_ms:
-            count += engaged_users(data, promoted_mask(data, p), p.start_ms, p.end_ms)
-    return count
-
-
 def score_users(model: Recommender, data: AppData, promotion: Promotion, config: PromotionConfig | None = None,
                 past: Sequence[Promotion] = ()) -> PromotionScores:
     """Scores of the users with history before the start. ``past``: the shop's earlier promotions
@@ -183,16 +174,20 @@ def score_users(model: Recommender, data: AppData, promotion: Promotion, config:
         prev = _signals(model, data, mask, prev_start, days, config)
         windows.append((prev, engaged_users(data, mask, prev_start, start)[prev.rows], 0.0, prev_start))
     earlier = [p for p in past if p.end_ms <= start and p.start_ms > data.start_ms]
+    engaged_in = []  # (end, engaged per user) of every earlier promotion
     for p in earlier:
-        sig = _signals(model, data, promoted_mask(data, p), p.start_ms, p.days, config)
-        windows.append((sig, engaged_users(data, promoted_mask(data, p), p.start_ms, p.end_ms)[sig.rows], 1.0,
-                        p.start_ms))
+        p_mask = promoted_mask(data, p)
+        engaged = engaged_users(data, p_mask, p.start_ms, p.end_ms)
+        engaged_in.append((p.end_ms, engaged))
+        sig = _signals(model, data, p_mask, p.start_ms, p.days, config)
+        windows.append((sig, engaged[sig.rows], 1.0, p.start_ms))
 
     def design(sig: _Signals, promoted: float, cut: int) -> np.ndarray:
         if not earlier:  # the preceding window alone: no indicator, no past response to learn from
             return sig.x
-        response = np.log1p(past_response(data, earlier, cut)[sig.rows])
-        return np.column_stack([sig.x, response, np.full(len(sig.rows), promoted)])
+        # past response: in how many of the promotions that ended by the row's cut the user engaged
+        count = sum((e.astype(np.float64) for end, e in engaged_in if end <= cut), np.zeros(data.seqs.n_users))
+        return np.column_stack([sig.x, np.log1p(count[sig.rows]), np.full(len(sig.rows), promoted)])
 
     learned, p_engage = False, now.poisson
     y = np.concatenate([w[1] for w in windows]) if windows else np.zeros(0, dtype=bool)
