@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 _AT_FDCWD = -100
@@ -57,3 +58,20 @@ def replace_dir(tmp: Path, target: Path) -> Path:
     else:
         os.replace(tmp, target)
     return target
+
+
+def write_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """Create ``path`` through ``write(tmp)`` on a temporary sibling, then rename it into place: a
+    crash or an error leaves the old file (or none), never a half-written one."""
+    path = Path(path)
+    tmp = temp_sibling(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_file(path, lambda p: p.write_text(text))

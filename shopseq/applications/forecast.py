@@ -12,14 +12,24 @@ Two components, blended per group:
 
 The blend weight is chosen on the ``blend_windows`` horizons just before the forecast origin (by
 WAPE of the horizon totals, each from the data before its own origin), so it never sees the
-window it forecasts. Baselines: seasonal naive (same weekday last week) and the moving average of
-the last ``level_days`` days. The headline metric is the WAPE of the horizon totals per group
+window it forecasts.
+
+The shop's promotion calendar, when given, is used the way a planner would: the days of past
+promotions are left out of the series level, the weekly factors, the behaviour mix and the blend
+windows (a campaign's extra purchases are not the baseline), and the days of a promotion inside
+the horizon get the uplift the earlier promotions showed: actual purchases on their days over the
+series forecast from the data before each one's start, one factor for the promoted groups and
+one for the rest (1 when no earlier promotion can be measured).
+
+Baselines: seasonal naive (same weekday last week) and the moving average of the last
+``level_days`` days. The headline metric is the WAPE of the horizon totals per group
 (what the forecast is for: expected purchases per group over the horizon); the daily-cell WAPE
 and MAE are reported beside it, the same way for the model and the baselines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shopseq.applications.data import DAY_MS, AppData, floor_day
 from shopseq.applications.features import PURCHASE
 from shopseq.applications.metrics import mae, wape
+from shopseq.applications.promotion import Promotion, promoted_mask
 from shopseq.applications.purchase_history import PurchaseHistoryConfig, bottom_up
 from shopseq.models.base import Recommender
 
@@ -94,15 +105,30 @@ def poisson_median(mean: np.ndarray) -> np.ndarray:
     return np.where(lam < np.log(2), 0.0, np.maximum(med, 0.0))
 
 
-def weekly_factors(history: np.ndarray, origin_ms: int, config: ForecastConfig) -> np.ndarray:
+def promotion_days(promotions: Sequence[Promotion], first_day_ms: int, n_days: int) -> np.ndarray:
+    """bool (n_days,): which of the days from ``first_day_ms`` overlap a promotion."""
+    starts = first_day_ms + DAY_MS * np.arange(n_days)
+    out = np.zeros(n_days, dtype=bool)
+    for p in promotions:
+        out |= (starts < p.end_ms) & (starts + DAY_MS > p.start_ms)
+    return out
+
+
+def weekly_factors(history: np.ndarray, origin_ms: int, config: ForecastConfig,
+                   off: np.ndarray | None = None) -> np.ndarray:
     """float64 (7,) day-of-week factors of the total (mean 1): per full week the day's share x 7,
-    the median over the last ``season_weeks`` weeks (a campaign week does not skew it), shrunk
-    towards 1. Flat with fewer than two full weeks: one week cannot tell weekday from noise."""
+    the median over the last ``season_weeks`` weeks (a campaign week does not skew it; weeks with
+    ``off`` days, known promotions, are left out while two others remain), shrunk towards 1. Flat
+    with fewer than two full weeks: one week cannot tell weekday from noise."""
     total = history.sum(0)
     n_weeks = min(config.season_weeks, len(total) // 7)
     if n_weeks < 2:
         return np.ones(7)
     block = total[len(total) - 7 * n_weeks:].reshape(n_weeks, 7)
+    if off is not None:
+        clean = ~off[len(total) - 7 * n_weeks:].reshape(n_weeks, 7).any(1)
+        if clean.sum() >= 2:
+            block, n_weeks = block[clean], int(clean.sum())
     days = origin_ms - DAY_MS * np.arange(7 * n_weeks, 0, -1)
     wd = weekday(days[:7])  # weekday of each column (every row starts on the same weekday)
     sums = block.sum(1, keepdims=True)
@@ -114,13 +140,16 @@ def weekly_factors(history: np.ndarray, origin_ms: int, config: ForecastConfig) 
 
 
 def time_series(history: np.ndarray, origin_ms: int, horizon: int, config: ForecastConfig,
-                factors: np.ndarray | None = None) -> np.ndarray:
-    """Per group an exponentially weighted level of the deseasonalised daily counts x the weekly
-    factors of the future days."""
-    factors = weekly_factors(history, origin_ms, config) if factors is None else factors
+                factors: np.ndarray | None = None, off: np.ndarray | None = None) -> np.ndarray:
+    """Per group an exponentially weighted level of the deseasonalised daily counts (without the
+    ``off`` days, known promotions, while any other day remains) x the weekly factors of the
+    future days."""
+    factors = weekly_factors(history, origin_ms, config, off) if factors is None else factors
     n_days = history.shape[1]
     past = weekday(origin_ms - DAY_MS * np.arange(n_days, 0, -1))
     w = 0.5 ** (np.arange(n_days, 0, -1) / config.level_half_life_days)
+    if off is not None and (~off).any():
+        w = w * ~off
     level = (history / factors[past][None, :]) @ w / w.sum()
     future = weekday(origin_ms + DAY_MS * np.arange(horizon))
     return level[:, None] * factors[future][None, :]
@@ -136,6 +165,9 @@ class Forecast:
     behaviour: np.ndarray  # (n_groups, horizon), scaled to the time-series total unless bottom_up_scale="raw"
     blend: float
     history: np.ndarray  # (n_groups, history days) purchases before the origin
+    # promotion days inside the horizon and the (promoted groups, other groups) uplift applied on them
+    promotion_days: int = 0
+    uplift: tuple[float, float] = (1.0, 1.0)
 
     def totals(self) -> np.ndarray:
         return self.daily.sum(1)
@@ -145,49 +177,121 @@ def _history_days(data: AppData, origin_ms: int) -> int:
     return max(int((origin_ms - floor_day(data.start_ms)) // DAY_MS), 1)
 
 
-def _components(model: Recommender, data: AppData, origin_ms: int, config: ForecastConfig
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(history, time series, behaviour, group names) at the origin, from the data before it."""
+def _components(model: Recommender, data: AppData, origin_ms: int, config: ForecastConfig,
+                promotions: Sequence[Promotion] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(history, time series, behaviour, group names) at the origin, from the data before it; the
+    days of known promotions are left out of the level, the weekly factors and the behaviour mix."""
     group, names = group_of_items(data, config.level)
     n_groups, h = len(names), config.horizon_days
     n_hist = _history_days(data, origin_ms)
     history = daily_purchases(data, group, n_groups, origin_ms - n_hist * DAY_MS, n_hist)
-    factors = weekly_factors(history, origin_ms, config)
-    ts = time_series(history, origin_ms, h, config, factors)
+    off = promotion_days(promotions, origin_ms - n_hist * DAY_MS, n_hist) if promotions else None
+    factors = weekly_factors(history, origin_ms, config, off)
+    ts = time_series(history, origin_ms, h, config, factors, off)
     day_factors = factors[weekday(origin_ms + DAY_MS * np.arange(h))]
-    behav = bottom_up(model, data, origin_ms, h, group, n_groups, day_factors, config.history, config.level)
+    quiet = [(p.start_ms, p.end_ms) for p in promotions]
+    behav = bottom_up(model, data, origin_ms, h, group, n_groups, day_factors, config.history, config.level, quiet)
     if config.bottom_up_scale == "series" and behav.sum() > 0:
         # the known users miss newcomers: keep their mix and timing, take the level from the series
         behav = behav * (ts.sum() / behav.sum())
     return history, ts, behav, names
 
 
-def forecast(model: Recommender, data: AppData, origin_ms: int | None = None, config: ForecastConfig | None = None
-             ) -> Forecast:
-    """Forecast from ``origin_ms`` (default: midnight UTC after the last full day of data)."""
+def _split_series(data: AppData, group: np.ndarray, n_groups: int, promotion: Promotion, first_ms: int, n_days: int,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Daily purchases per group from ``first_ms``: (of the promoted items, of the others)."""
+    on = promoted_mask(data, promotion)
+    promoted = daily_purchases(data, np.where(on, group, -1), n_groups, first_ms, n_days)
+    return promoted, daily_purchases(data, np.where(on, -1, group), n_groups, first_ms, n_days)
+
+
+def promotion_uplift(data: AppData, origin_ms: int, config: ForecastConfig, promotions: Sequence[Promotion],
+                     min_history_days: int = 14) -> tuple[float, float]:
+    """(promoted items, other items): purchases on the days of the promotions that ended before
+    the origin over what the series forecast from the data before each one's start (earlier
+    promotion days off); (1, 1) when none has ``min_history_days`` of history before it. Measured
+    on the promoted items, not their groups, so item and category campaigns share one factor."""
+    first = floor_day(data.start_ms)
+    group = np.where(np.arange(data.seqs.n_items + 1) > 0, 0, -1)  # every item in one group
+    actual, expected = np.zeros(2), np.zeros(2)
+    for p in promotions:
+        start = floor_day(p.start_ms)
+        n_before = (start - first) // DAY_MS
+        n_days = -(-(p.end_ms - start) // DAY_MS)
+        if p.end_ms > origin_ms or n_before < min_history_days:
+            continue
+        off = promotion_days(promotions, first, n_before)
+        for k, part in enumerate(_split_series(data, group, 1, p, first, n_before + n_days)):
+            base = time_series(part[:, :n_before], start, n_days, config, off=off)
+            actual[k] += part[:, n_before:].sum()
+            expected[k] += base.sum()
+    ok = expected > 0
+    return tuple(np.where(ok, actual / np.where(ok, expected, 1.0), 1.0).tolist())  # type: ignore[return-value]
+
+
+def apply_promotions(daily: np.ndarray, data: AppData, origin_ms: int, config: ForecastConfig,
+                     promotions: Sequence[Promotion], uplift: tuple[float, float]) -> tuple[np.ndarray, int]:
+    """The forecast on the days of the promotions inside the horizon: per group, the promoted
+    items' share of the series level times the promoted uplift plus the rest times the other
+    uplift. Also returns how many horizon days have a promotion."""
+    group, names = group_of_items(data, config.level)
+    h = daily.shape[1]
+    n_hist = _history_days(data, origin_ms)
+    first = origin_ms - n_hist * DAY_MS
+    off = promotion_days([p for p in promotions if p.start_ms < origin_ms], first, n_hist)
+    out = daily.copy()
+    on_days = np.zeros(h, dtype=bool)
+    for p in promotions:
+        days = promotion_days([p], origin_ms, h)
+        if not days.any():
+            continue
+        on_days |= days
+        promoted, other = (time_series(x, origin_ms, h, config, off=off)
+                           for x in _split_series(data, group, len(names), p, first, n_hist))
+        share = np.divide(promoted, promoted + other, out=np.zeros_like(promoted), where=promoted + other > 0)
+        factor = share * uplift[0] + (1 - share) * uplift[1]
+        out[:, days] *= factor[:, days]
+    return out, int(on_days.sum())
+
+
+def forecast(model: Recommender, data: AppData, origin_ms: int | None = None, config: ForecastConfig | None = None,
+             promotions: Sequence[Promotion] = ()) -> Forecast:
+    """Forecast from ``origin_ms`` (default: midnight UTC after the last full day of data).
+    ``promotions``: the shop's promotion calendar, past and planned (see the module doc)."""
     config = config or ForecastConfig()
     origin = floor_day(data.end_ms) if origin_ms is None else int(origin_ms)
-    history, ts, behav, names = _components(model, data, origin, config)
+    past = [p for p in promotions if p.start_ms < origin]
+    history, ts, behav, names = _components(model, data, origin, config, past)
     blend = config.blend
     if blend is None:
-        blend = choose_blend(model, data, origin, config)
-    return Forecast(origin, config.level, names, blend * behav + (1 - blend) * ts, ts, behav, blend, history)
+        blend = choose_blend(model, data, origin, config, past)
+    daily = blend * behav + (1 - blend) * ts
+    uplift, n_on = (1.0, 1.0), 0
+    if any(p.end_ms > origin and p.start_ms < origin + config.horizon_days * DAY_MS for p in promotions):
+        uplift = promotion_uplift(data, origin, config, promotions)
+        daily, n_on = apply_promotions(daily, data, origin, config, promotions, uplift)
+    return Forecast(origin, config.level, names, daily, ts, behav, blend, history, n_on, uplift)
 
 
-def choose_blend(model: Recommender, data: AppData, origin_ms: int, config: ForecastConfig) -> float:
+def choose_blend(model: Recommender, data: AppData, origin_ms: int, config: ForecastConfig,
+                 promotions: Sequence[Promotion] = ()) -> float:
     """The behaviour weight with the lowest WAPE of the horizon totals over the ``blend_windows``
-    horizons before ``origin_ms``, each forecast from the data before its own start."""
+    horizons before ``origin_ms`` (skipping those with promotion days), each forecast from the data
+    before its own start."""
     h = config.horizon_days
     errors = np.zeros(len(BLEND_GRID))
-    total = 0.0
-    for k in range(1, config.blend_windows + 1):
+    total, used = 0.0, 0
+    for k in range(1, 4 * config.blend_windows + 1):
         start = origin_ms - k * h * DAY_MS
-        if start - DAY_MS * min(7, 3 * h) < data.start_ms:  # too little history before this window
-            break
-        _, ts, behav, _ = _components(model, data, start, config)
+        if used == config.blend_windows or start - DAY_MS * min(7, 3 * h) < data.start_ms:
+            break  # enough windows, or too little history before this one
+        if promotion_days(promotions, start, h).any():
+            continue
+        _, ts, behav, _ = _components(model, data, start, config, promotions)
         actual = _actual(data, start, config).sum(1)
         errors += [np.abs(actual - (w * behav + (1 - w) * ts).sum(1)).sum() for w in BLEND_GRID]
         total += actual.sum()
+        used += 1
     return float(BLEND_GRID[int(np.argmin(errors))]) if total > 0 else 0.5
 
 
@@ -221,9 +325,10 @@ def _scores(daily_a: np.ndarray, daily_p: np.ndarray, totals_a: np.ndarray, tota
 
 
 def backtest(model: Recommender, data: AppData, config: ForecastConfig | None = None, n_windows: int = 3,
-             first_origin_ms: int | None = None) -> Backtest:
+             first_origin_ms: int | None = None, promotions: Sequence[Promotion] = ()) -> Backtest:
     """Rolling-origin back-test over the last ``n_windows`` horizons of the data (or from
-    ``first_origin_ms``): every method forecasts each window from the data before it."""
+    ``first_origin_ms``): every method forecasts each window from the data before it. With a
+    promotion calendar the model uses it, and ``model_without_calendar`` shows what it adds."""
     config = config or ForecastConfig()
     h = config.horizon_days
     last = floor_day(data.end_ms) - h * DAY_MS
@@ -231,12 +336,16 @@ def backtest(model: Recommender, data: AppData, config: ForecastConfig | None = 
     if first_origin_ms is not None:
         origins = [o for o in origins if o >= first_origin_ms] or [last]
     sums: dict[str, list[np.ndarray]] = {"model": [], "seasonal_naive": [], "moving_average": []}
+    if promotions:
+        sums["model_without_calendar"] = []
     actuals, per_origin = [], []
     for origin in origins:
-        f = forecast(model, data, origin, config)
+        f = forecast(model, data, origin, config, promotions)
         actual = _actual(data, origin, config)
         preds = {"model": f.daily, "seasonal_naive": seasonal_naive(f.history, h),
                  "moving_average": moving_average(f.history, h, config.level_days)}
+        if promotions:
+            preds["model_without_calendar"] = forecast(model, data, origin, config).daily
         actuals.append(actual)
         for k, v in preds.items():
             sums[k].append(v)

@@ -17,6 +17,7 @@ All sums are bincounts over event arrays; nothing loops over users or events in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,13 +139,17 @@ def restock_demand(data: AppData, origin_ms: int, horizon: int, group: np.ndarra
 
 
 def organic_rate(model: Recommender, data: AppData, origin_ms: int, group: np.ndarray, n_groups: int,
-                 is_restock: np.ndarray, config: PurchaseHistoryConfig, level: str) -> np.ndarray:
-    """float64 (n_groups,): expected organic (non-restock) purchases per day from the known users."""
+                 is_restock: np.ndarray, config: PurchaseHistoryConfig, level: str,
+                 quiet: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+    """float64 (n_groups,): expected organic (non-restock) purchases per day from the known users.
+    ``quiet``: [start, end) ms intervals (known promotions) left out of the rates and the mix."""
     seqs = data.seqs
     ts = np.asarray(seqs.timestamps)
     before = ts < origin_ms
     users = seqs.event_users()
     hl = config.half_life_days
+    for a, b in quiet:
+        before &= (ts < a) | (ts >= b)
     w_all = np.where(before, 0.5 ** ((origin_ms - ts) / (DAY_MS * hl)), 0.0)
     g_all = group[np.asarray(seqs.items, dtype=np.int64)]
     # organic purchases: the purchases before the origin minus the restocks
@@ -157,6 +162,10 @@ def organic_rate(model: Recommender, data: AppData, origin_ms: int, group: np.nd
     # recency-weighted exposure (days) of a user present since the start of the log
     span = max((origin_ms - data.start_ms) / DAY_MS, 1.0)
     exposure = hl / np.log(2) * (1 - 0.5 ** (span / hl))
+    for a, b in quiet:  # the recency-weighted days of each quiet interval inside the log
+        a_d, b_d = ((origin_ms - np.clip([a, b], data.start_ms, origin_ms)) / DAY_MS).tolist()
+        exposure -= hl / np.log(2) * (0.5 ** (b_d / hl) - 0.5 ** (a_d / hl))
+    exposure = max(exposure, 1.0)
     rho = pw.sum() / max(ew.sum(), 1e-12)  # purchases per (weighted) event
     prior_rate = rho * ew / exposure
     with np.errstate(divide="ignore"):
@@ -184,11 +193,13 @@ def organic_rate(model: Recommender, data: AppData, origin_ms: int, group: np.nd
 
 
 def bottom_up(model: Recommender, data: AppData, origin_ms: int, horizon: int, group: np.ndarray, n_groups: int,
-              day_factors: np.ndarray, config: PurchaseHistoryConfig, level: str) -> np.ndarray:
+              day_factors: np.ndarray, config: PurchaseHistoryConfig, level: str,
+              quiet: Sequence[tuple[int, int]] = ()) -> np.ndarray:
     """float64 (n_groups, horizon): restocks at their due dates plus organic purchases at the users'
-    rates, spread over the days by the (mean-1) day factors of the horizon."""
+    rates (without the ``quiet`` events), spread over the days by the (mean-1) day factors of the
+    horizon."""
     restock, is_restock = restock_demand(data, origin_ms, horizon, group, n_groups, config)
-    organic = organic_rate(model, data, origin_ms, group, n_groups, is_restock, config, level)
+    organic = organic_rate(model, data, origin_ms, group, n_groups, is_restock, config, level, quiet)
     return restock + organic[:, None] * day_factors[None, :]
 
 

@@ -19,6 +19,7 @@ from shopseq.applications.profiles import ProfileConfig, Profiles, build_profile
 from shopseq.applications.promotion import Promotion, campaign_promotions, evaluate_promotion, pseudo_campaigns
 from shopseq.applications.truth import SyntheticTruth
 from shopseq.applications.windowed import WindowConfig
+from shopseq.atomic import write_text
 from shopseq.data.store import EventStore
 from shopseq.models.base import Recommender
 
@@ -96,7 +97,7 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         profiles.save(out_dir / "profiles.parquet")
-        (out_dir / "segments.html").write_text(segment_report(profiles, s.metrics.get("segments_ari")))
+        write_text(out_dir / "segments.html", segment_report(profiles, s.metrics.get("segments_ari")))
 
     t = time.perf_counter()
     intent = evaluate_intent(model, data, WindowConfig(horizon_days=min(7.0, span_days / 4, unseen_days)))
@@ -129,7 +130,10 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
     t = time.perf_counter()
     horizon = int(max(1, min(forecast_horizon, span_days // 6, unseen_days)))
     n_windows = int(max(1, min(2 if quick else 3, unseen_days // horizon)))
-    bt = backtest(model, data, ForecastConfig(horizon_days=horizon), n_windows=n_windows)
+    # the recorded campaigns are the shop's promotion calendar (pseudo-campaigns are drawn from the
+    # outcome itself, so they are not one)
+    calendar = promotions if truth is not None else []
+    bt = backtest(model, data, ForecastConfig(horizon_days=horizon), n_windows=n_windows, promotions=calendar)
     s.timing["forecast_s"] = time.perf_counter() - t
     s.add(bt.headline())
     s.details["forecast"] = bt

@@ -19,6 +19,7 @@ from shopseq.applications.forecast import ForecastConfig, backtest, forecast
 from shopseq.applications.profiles import build_profiles_from, segment_report
 from shopseq.applications.promotion import Promotion, load_promotions, score_users
 from shopseq.applications.summary import run_all
+from shopseq.atomic import write_file, write_text
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, open_store
 from shopseq.reports.html import HtmlReport
 
@@ -80,7 +81,7 @@ def profile(
     out = out or folder / "profiles.parquet"
     profiles.save(out)
     report = report or out.with_name("segments.html")
-    report.write_text(segment_report(profiles))
+    write_text(report, segment_report(profiles))
     table = Table(title=profiles.meta["segmentation"], title_justify="left")
     for col in ("segment", "users", "top categories", "what distinguishes it"):
         table.add_column(col)
@@ -105,6 +106,10 @@ def forecast_cmd(
     windows: Annotated[int, typer.Option(help="Back-test windows (0 = no back-test).")] = 3,
     top: Annotated[int, typer.Option(help="Rows to print.")] = 15,
     out: Annotated[Path | None, typer.Option(help="Write the forecast (group, day, expected) as Parquet.")] = None,
+    campaigns: Annotated[Path | None, typer.Option(
+        help="The shop's promotion calendar, past and planned (Parquet campaigns table or a JSON list, as "
+             "for promote --past-campaigns): past promotion days are left out of the baseline, planned "
+             "ones in the horizon get the uplift the past ones showed.")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Expected purchases per category (or item) and day over the horizon, with a back-test
@@ -112,12 +117,13 @@ def forecast_cmd(
     if level not in ("category", "item"):
         raise ValueError("--level must be category or item")
     config = ForecastConfig(horizon_days=max(1, round(parse_duration_days(horizon))), level=level)  # type: ignore[arg-type]
+    calendar = load_promotions(campaigns) if campaigns is not None else []
     with open_store(workspace, read_only=True) as store:
         model, data, _ = load_run_and_data(store, run_dir)
         folder = _apps_dir(store.workspace.root, run_dir)
     with console.status("forecasting"):
-        f = forecast(model, data, config=config)
-        bt = backtest(model, data, config, n_windows=windows) if windows > 0 else None
+        f = forecast(model, data, config=config, promotions=calendar)
+        bt = backtest(model, data, config, n_windows=windows, promotions=calendar) if windows > 0 else None
     totals = f.totals()
     table = Table(title=f"expected purchases, {config.horizon_days} days from day {f.origin_ms // DAY_MS} "
                         f"(behaviour weight {f.blend:.2f})", title_justify="left")
@@ -126,6 +132,9 @@ def forecast_cmd(
     for g in np.argsort(-totals, kind="stable")[:top]:
         table.add_row(str(f.names[g]), f"{totals[g]:.1f}")
     console.print(table)
+    if f.promotion_days:
+        console.print(f"{f.promotion_days} promotion day(s) in the horizon: uplift x{f.uplift[0]:.2f} on the "
+                      f"promoted items, x{f.uplift[1]:.2f} on the others (learned from the earlier promotions)")
     report = HtmlReport(f"shopseq demand forecast ({level})")
     if bt is not None:
         console.print(bt.headline())
@@ -133,14 +142,15 @@ def forecast_cmd(
         report.line_plot("back-test: daily purchases, all groups", bt.plot_days, bt.plot_series,
                          "day of the back-test", "purchases")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "forecast.html").write_text(report.render())
+    write_text(folder / "forecast.html", report.render())
     if out is not None:
         h = config.horizon_days
-        pq.write_table(pa.table({
+        table = pa.table({
             level: np.repeat(f.names.astype(object), h),
             "day_start_ms": np.tile(f.origin_ms + DAY_MS * np.arange(h), len(f.names)),
             "expected_purchases": f.daily.ravel(),
-        }), out)
+        })
+        write_file(out, lambda p: pq.write_table(table, p))
         console.print(f"wrote the forecast to {out}")
     console.print(f"plot: {folder / 'forecast.html'}")
 
@@ -182,7 +192,7 @@ def promote(
         table.add_row(r["user_id"], f"{r['p_engage']:.4f}", f"{r['model_mass']:.4f}", f"{r['category_share']:.3f}")
     console.print(table)
     if out is not None:
-        pq.write_table(result, out)
+        write_file(out, lambda p: pq.write_table(result, p))
         console.print(f"wrote {result.num_rows:,} scores to {out}")
 
 
@@ -211,7 +221,8 @@ def churn(
     console.print(f"{len(rows):,} users scored; mean churn probability {p.mean():.3f}; "
                   f"{(p > 0.5).mean():.1%} above 0.5")
     if out is not None:
-        pq.write_table(pa.table({"user_id": data.seqs.user_vocab.decode(rows).astype(object), "p_churn": p}), out)
+        table = pa.table({"user_id": data.seqs.user_vocab.decode(rows).astype(object), "p_churn": p})
+        write_file(out, lambda path: pq.write_table(table, path))
         console.print(f"wrote {len(rows):,} churn probabilities to {out}")
 
 

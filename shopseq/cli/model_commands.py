@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
+from shopseq.atomic import write_file, write_text
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, open_store
 from shopseq.cli.sequence_commands import load_sequences
 from shopseq.data.sequences import Sequences, build_sequences
@@ -184,7 +185,7 @@ def compare(
     keys = [k for k in HEADLINE if k != "coverage@10"]
     report.bar_plot("test metrics", keys, {k: [v.get(m, 0.0) for m in keys] for k, v in rows.items()})
     path = folder / "compare.html"
-    path.write_text(report.render())
+    write_text(path, report.render())
     console.print(f"report: {path}")
 
 
@@ -213,20 +214,26 @@ def _recommendation_table(model: Any, seqs: Sequences, chunk: np.ndarray, k: int
 
 
 def _write_streaming(tables: Iterable[pa.Table], out: Path) -> int:
-    """One row group per chunk, written as it comes: memory stays one chunk, whatever the user count."""
+    """One row group per chunk, written as it comes: memory stays one chunk, whatever the user count.
+    The file appears at ``out`` only when complete."""
     written = 0
-    writer: pq.ParquetWriter | None = None
-    try:
-        for table in tables:
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table)
-            written += table.num_rows
-        if writer is None:  # no users: an empty file with the schema
-            pq.write_table(_no_recommendations(), out)
-    finally:
-        if writer is not None:
-            writer.close()
+
+    def write(path: Path) -> None:
+        nonlocal written
+        writer: pq.ParquetWriter | None = None
+        try:
+            for table in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+                written += table.num_rows
+            if writer is None:  # no users: an empty file with the schema
+                pq.write_table(_no_recommendations(), path)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    write_file(out, write)
     return written
 
 
