@@ -324,17 +324,26 @@ def _scores(daily_a: np.ndarray, daily_p: np.ndarray, totals_a: np.ndarray, tota
             "wape": wape(daily_a, daily_p), "mae": mae(daily_a, daily_p)}
 
 
+def backtest_origins(data: AppData, horizon_days: int, n_windows: int) -> list[int]:
+    """The starts of the last ``n_windows`` whole horizons of the data, oldest first."""
+    last = floor_day(data.end_ms) - horizon_days * DAY_MS
+    return [last - k * horizon_days * DAY_MS for k in range(n_windows - 1, -1, -1)]
+
+
 def backtest(model: Recommender, data: AppData, config: ForecastConfig | None = None, n_windows: int = 3,
-             first_origin_ms: int | None = None, promotions: Sequence[Promotion] = ()) -> Backtest:
-    """Rolling-origin back-test over the last ``n_windows`` horizons of the data (or from
-    ``first_origin_ms``): every method forecasts each window from the data before it. With a
-    promotion calendar the model uses it, and ``model_without_calendar`` shows what it adds."""
+             first_origin_ms: int | None = None, promotions: Sequence[Promotion] = (),
+             origins: Sequence[int] | None = None) -> Backtest:
+    """Rolling-origin back-test over the last ``n_windows`` horizons of the data (or those from
+    ``first_origin_ms``, or the given ``origins``): every method forecasts each window from the
+    data before it. With a promotion calendar the model uses it, and ``model_without_calendar``
+    shows what it adds."""
     config = config or ForecastConfig()
     h = config.horizon_days
-    last = floor_day(data.end_ms) - h * DAY_MS
-    origins = [last - k * h * DAY_MS for k in range(n_windows - 1, -1, -1)]
-    if first_origin_ms is not None:
-        origins = [o for o in origins if o >= first_origin_ms] or [last]
+    if origins is None:
+        origins = backtest_origins(data, h, n_windows)
+        if first_origin_ms is not None:
+            origins = [o for o in origins if o >= first_origin_ms] or origins[-1:]
+    origins = [int(o) for o in origins]
     sums: dict[str, list[np.ndarray]] = {"model": [], "seasonal_naive": [], "moving_average": []}
     if promotions:
         sums["model_without_calendar"] = []
