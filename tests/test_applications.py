@@ -303,6 +303,10 @@ def test_run_all_and_the_commands(shop_ws: Path, tmp_path: Path) -> None:
     assert text.count("inside the model's training data") == seen
     assert summary.metrics["promo_windows_seen_in_training"] == seen
     assert (tmp_path / "profiles.parquet").exists() and (tmp_path / "segments.html").exists()
+    page = (tmp_path / "report.html").read_text()
+    for heading in ("Purchase intent", "Promotion response", "Demand forecast", "Churn", "Reliability diagram"):
+        assert heading in page
+    assert page.count("data:image/png;base64,") >= 3  # two reliability diagrams and the forecast plot
 
     ws = ["--workspace", str(shop_ws / "ws")]
     run = str(shop_ws / "ws" / "runs" / "markov")

@@ -17,6 +17,7 @@ from shopseq.applications.intent import evaluate_intent
 from shopseq.applications.metrics import adjusted_rand_index
 from shopseq.applications.profiles import ProfileConfig, Profiles, build_profiles_from, segment_report
 from shopseq.applications.promotion import Promotion, campaign_promotions, evaluate_promotion, pseudo_campaigns
+from shopseq.applications.report import apps_report
 from shopseq.applications.truth import SyntheticTruth
 from shopseq.applications.windowed import WindowConfig
 from shopseq.atomic import write_text
@@ -67,7 +68,8 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
                trained_until_ms: int | None = None) -> AppSummary:
     """Evaluate profiles/segments, intent, promotion, demand forecast and churn on one dataset.
 
-    ``trained_until_ms``: the end of the model's training data (``train_cut_ms`` of its run). The
+    ``out_dir``: where profiles.parquet, segments.html and report.html (every back-test with its
+    plots) go. ``trained_until_ms``: the end of the model's training data (``train_cut_ms`` of its run). The
     held-out windows of intent, churn and the demand back-test are then kept after it (shorter
     horizons, fewer windows where needed): a window the model was trained on scores optimistically.
     A promotion window is given (a campaign's dates), so one that starts before the cut is labelled
@@ -103,6 +105,7 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
     intent = evaluate_intent(model, data, WindowConfig(horizon_days=min(7.0, span_days / 4, unseen_days)))
     s.timing["intent_s"] = time.perf_counter() - t
     s.add(intent.headline())
+    s.details["intent"] = intent
     s.metrics.update({f"intent_{k}": v for k, v in intent.metrics.items()})
 
     t = time.perf_counter()
@@ -145,7 +148,10 @@ def run_all_on(model: Recommender, data: AppData, truth: SyntheticTruth | None =
     churn = evaluate_churn(model, data, churn_config(churn_h))
     s.timing["churn_s"] = time.perf_counter() - t
     s.add(churn.headline())
+    s.details["churn"] = churn
     s.metrics.update({f"churn_{k}": v for k, v in churn.metrics.items()})
+    if out_dir is not None:
+        write_text(out_dir / "report.html", apps_report(s, f"shopseq applications: {model.name}"))
     return s
 
 
@@ -153,7 +159,7 @@ def run_all(store: EventStore, run_dir: Path, truth_dir: Path | None = None, qui
             out_dir: Path | None = None) -> AppSummary:
     """The demo hook: every application evaluated on the store's data with the run's model.
     ``truth_dir``: the synthetic shop folder (users / campaigns / campaign_responses Parquet) for
-    the ground-truth checks; ``out_dir``: where profiles.parquet and segments.html go."""
+    the ground-truth checks; ``out_dir``: where profiles.parquet, segments.html and report.html go."""
     model, data, meta = load_run_and_data(store, Path(run_dir))
     truth = SyntheticTruth.load(truth_dir, store.key) if truth_dir is not None else None
     return run_all_on(model, data, truth, quick, out_dir, trained_until_ms=train_cut_ms(meta))

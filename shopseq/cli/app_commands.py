@@ -235,8 +235,10 @@ def apps(
 ) -> None:
     """Evaluate every application (segments, intent, promotion, demand, churn) against its baselines."""
     with open_store(workspace, read_only=True) as store:
-        summary = run_all(store, run_dir, truth, quick, _apps_dir(store.workspace.root, run_dir))
+        folder = _apps_dir(store.workspace.root, run_dir)
+        summary = run_all(store, run_dir, truth, quick, folder)
     console.print(summary.render())
+    console.print(f"report with plots: {folder / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -112,7 +112,8 @@ def demo(
     with open_store(workspace, read_only=True) as store, console.status("profiling users and back-testing"):
         summary = run_all(store, run_dir, truth_dir=shop_dir, quick=True, out_dir=apps_dir)
     console.print(summary.render())
-    console.print(f"profiles.parquet and segments.html: {apps_dir}")
+    console.print(f"every back-test with its plots: {apps_dir / 'report.html'} (profiles.parquet and segments.html "
+                  "beside it)")
 
     console.rule("8. serve: start the HTTP service, ask it once, stop it")
     user = str(pq.read_table(events_file, columns=["user_id"]).column("user_id")[0])

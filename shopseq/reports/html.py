@@ -68,6 +68,10 @@ class HtmlReport:
         self.parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
         return self
 
+    def bullets(self, items: Sequence[str]) -> HtmlReport:
+        self.parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in items) + "</ul>")
+        return self
+
     def key_values(self, pairs: dict[str, Any]) -> HtmlReport:
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in pairs.items())
         self.parts.append(f"<table>{rows}</table>")
@@ -84,6 +88,22 @@ class HtmlReport:
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend()
+        return self._figure(fig)
+
+    def reliability_plot(self, title: str, tables: dict[str, Sequence[dict[str, float]]]) -> HtmlReport:
+        """Observed rate against mean predicted probability per bin (``reliability_table`` rows), one
+        line per model, with the diagonal of perfect calibration."""
+        if not HAVE_MPL:
+            return self.paragraph(f"[plot '{title}' needs matplotlib: pip install 'shopseq[plots]']", note=True)
+        fig, ax = plt.subplots(figsize=(4.6, 4.2))
+        top = max([r["predicted"] for rows in tables.values() for r in rows]
+                  + [r["observed"] for rows in tables.values() for r in rows] + [1e-3])
+        ax.plot([0, top], [0, top], color="#999", linestyle="--", label="perfect calibration")
+        for name, rows in tables.items():
+            ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", markersize=4, label=name)
+        ax.set(title=title, xlabel="mean predicted probability", ylabel="observed rate")
+        ax.grid(alpha=0.3)
+        ax.legend()
         return self._figure(fig)
 
     def bar_plot(self, title: str, labels: Sequence[str], values: dict[str, Sequence[float]]) -> HtmlReport:
