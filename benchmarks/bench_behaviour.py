@@ -1,5 +1,6 @@
-"""Multi-behaviour ablation: does SASRec gain from event types, time features, item attributes and
-the next-purchase / next-type heads?
+"""Multi-behaviour ablation: does SASRec gain from event types, time features, item attributes,
+the next-purchase / next-type heads and the purchase head's pointer over the history
+(``models.purchase_copy``: buy what was carted)?
 
     python benchmarks/bench_behaviour.py --datasets synthetic taobao --seed 0
 
@@ -61,6 +62,7 @@ PURCHASE = (int(EventType.PURCHASE),)
 TYPES = {"event_types": True}
 TIME = {"event_types": True, "time_gaps": True, "hour_of_week": True}
 HEADS = {"next_purchase": 0.5, "next_type": 0.2}
+POINTER = {**HEADS, "purchase_copy": True}
 # label -> (event features, use attributes, auxiliary heads)
 VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float]]] = {
     "item only": ({}, False, {}),
@@ -68,6 +70,7 @@ VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float]]] = {
     "+ types + time": (TIME, False, {}),
     "+ types + time + attributes": (TIME, True, {}),
     "+ types + time + attributes + heads": (TIME, True, HEADS),
+    "+ types + time + attributes + heads + purchase pointer": (TIME, True, POINTER),
 }
 
 

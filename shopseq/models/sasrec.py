@@ -26,6 +26,7 @@ from shopseq.models.neural import (
     TransformerConfig,
     init_weights,
 )
+from shopseq.models.purchase_copy import PurchaseCopy
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
 from shopseq.training.losses import full_softmax_ce
@@ -77,9 +78,16 @@ class SASRecModule(SequenceModule):
         self.temperature = c.temperature
         self.type_head = nn.Linear(c.hidden, N_EVENT_TYPES) if c.aux.next_type > 0 else None
         self.purchase_proj = nn.Linear(c.hidden, c.hidden) if c.aux.next_purchase > 0 else None
-        self.reads_event_features = c.features.any_event_inputs
+        self.copy = PurchaseCopy(c.hidden) if c.aux.next_purchase > 0 and c.aux.purchase_copy else None
+        # the pointer reads the history's event types, also at prediction time
+        self.reads_event_features = c.features.any_event_inputs or self.copy is not None
         self.trains_on_event_types = c.aux.any
         init_weights(self)
+        if self.purchase_proj is not None:  # a residual head that starts as the next-item head
+            nn.init.zeros_(self.purchase_proj.weight)
+            nn.init.zeros_(self.purchase_proj.bias)
+        if self.copy is not None:
+            self.copy.reset_parameters()
 
     def hidden_states(self, items: torch.Tensor, lengths: torch.Tensor | None = None,
                       types: torch.Tensor | None = None, timestamps: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,10 +133,34 @@ class SASRecModule(SequenceModule):
     def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
         return self.to_output(self._last_states(batch))
 
+    def _purchase_states(self, h: torch.Tensor) -> torch.Tensor:
+        """The next-item state plus the purchase head's learned correction: the head can only
+        refine what the next-item scores already know (a purchase is mostly of an item just seen)."""
+        return h if self.purchase_proj is None else h + self.purchase_proj(h)
+
     def purchase_vectors(self, batch: Batch) -> torch.Tensor:
         """(B, d) vectors that score the next PURCHASED item (the next-item vectors without a head)."""
-        h = self._last_states(batch)
-        return self.to_output(h if self.purchase_proj is None else self.purchase_proj(h))
+        return self.to_output(self._purchase_states(self._last_states(batch)))
+
+    def _purchase_logits(self, q: torch.Tensor, states: torch.Tensor, items: torch.Tensor,
+                         types: torch.Tensor | None, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(N, n_items + 1) purchase-head logits of query states ``q`` at positions (rows, t):
+        the tied-embedding scores mixed with the pointer over the history (padding column -inf)."""
+        logits = self.to_output(q) @ self.output_weight().t()
+        if self.copy is not None:
+            if types is None:
+                raise ValueError("the purchase pointer needs the event types of the history")
+            logits = self.copy.mix(logits, self.copy.scores(q, states, items, types, rows, t), items[rows])
+        logits[:, 0] = float("-inf")
+        return logits
+
+    def purchase_scores(self, batch: Batch) -> torch.Tensor:
+        """(B, n_items + 1) next-purchase logits at each row's last event."""
+        states = self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps)
+        rows = torch.arange(len(batch.items), device=batch.items.device)
+        t = (batch.lengths - 1).clamp_min(0)
+        return self._purchase_logits(self._purchase_states(states[rows, t]), states, batch.items, batch.types,
+                                     rows, t)
 
     def next_type_logits(self, batch: Batch) -> torch.Tensor:
         if self.type_head is None:
@@ -162,9 +194,14 @@ class SASRecModule(SequenceModule):
             columns = batch.loss_columns()
             if columns is not None:  # overlapping windows: each position counts once
                 p_keep &= columns
-            if bool(p_keep.any()):
-                hp = self.to_output(self.purchase_proj(states[p_keep]))
+            if bool(p_keep.any()) and self.copy is None:
+                hp = self.to_output(self._purchase_states(states[p_keep]))
                 aux = aux + self.aux.next_purchase * full_softmax_ce(hp, self.output_weight(), p_targets[p_keep])
+            elif bool(p_keep.any()):
+                rows, t = p_keep.nonzero(as_tuple=True)
+                x = batch.inputs()
+                logits = self._purchase_logits(self._purchase_states(states[p_keep]), states, x.items, x.types, rows, t)
+                aux = aux + self.aux.next_purchase * F.cross_entropy(logits, p_targets[p_keep], reduction="sum")
         return self.to_output(h), targets[keep], aux
 
     def mean_targets(self, lengths: np.ndarray) -> float:
@@ -183,6 +220,8 @@ class SASRec(NeuralRecommender):
         return SASRecModule(self.n_items, self.config)
 
     def score_purchase(self, histories: Histories) -> torch.Tensor:
+        if self.module.copy is not None:  # the pointer needs each history, not only its vector
+            return self._by_length(histories, self.module.purchase_scores).float()
         return self.score_vectors(self._by_length(histories, self.module.purchase_vectors))
 
     def next_type_probabilities(self, histories: Histories) -> np.ndarray | None:
