@@ -18,8 +18,9 @@ The shop's promotion calendar, when given, is used the way a planner would: the 
 promotions are left out of the series level, the weekly factors, the behaviour mix and the blend
 windows (a campaign's extra purchases are not the baseline), and the days of a promotion inside
 the horizon get the uplift the earlier promotions showed: actual purchases on their days over the
-series forecast from the data before each one's start, one factor for the promoted groups and
-one for the rest (1 when no earlier promotion can be measured).
+series forecast from the data before each one's start, one factor for the promoted items and one
+for the others (1 when no earlier promotion can be measured), mixed per group by the promoted
+items' share of its level.
 
 Baselines: seasonal naive (same weekday last week) and the moving average of the last
 ``level_days`` days. The headline metric is the WAPE of the horizon totals per group
@@ -165,7 +166,7 @@ class Forecast:
     behaviour: np.ndarray  # (n_groups, horizon), scaled to the time-series total unless bottom_up_scale="raw"
     blend: float
     history: np.ndarray  # (n_groups, history days) purchases before the origin
-    # promotion days inside the horizon and the (promoted groups, other groups) uplift applied on them
+    # promotion days inside the horizon and the (promoted items, other items) uplift applied on them
     promotion_days: int = 0
     uplift: tuple[float, float] = (1.0, 1.0)
 
