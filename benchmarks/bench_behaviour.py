@@ -61,7 +61,7 @@ PURCHASE = (int(EventType.PURCHASE),)
 
 TYPES = {"event_types": True}
 TIME = {"event_types": True, "time_gaps": True, "hour_of_week": True}
-HEADS = {"next_purchase": 0.5, "next_type": 0.2}
+HEADS = {"next_purchase": 0.5, "next_type": 0.2, "purchase_copy": False}
 POINTER = {**HEADS, "purchase_copy": True}
 # label -> (event features, use attributes, auxiliary heads)
 VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float]]] = {
