@@ -43,7 +43,8 @@ def _promotion_section(report: HtmlReport, details: dict[str, Any]) -> None:
         report.table(rows)
 
 
-def _forecast_section(report: HtmlReport, bt: Backtest) -> None:
+def forecast_section(report: HtmlReport, bt: Backtest) -> None:
+    """The back-test's metrics per method and its forecast-against-actual plot."""
     report.heading("Demand forecast")
     report.paragraph(bt.headline(), note=True)
     report.table([{"method": k, **v} for k, v in bt.metrics.items()], highlight=0)
@@ -63,7 +64,7 @@ def apps_report(summary: AppSummary, title: str = "shopseq applications") -> str
         _window_section(report, summary.details["intent"], "P(the user buys anything in the horizon).")
     _promotion_section(report, {k: v for k, v in summary.details.items() if k not in ("intent", "churn", "forecast")})
     if isinstance(summary.details.get("forecast"), Backtest):
-        _forecast_section(report, summary.details["forecast"])
+        forecast_section(report, summary.details["forecast"])
     if isinstance(summary.details.get("churn"), WindowEvaluation):
         _window_section(report, summary.details["churn"], "P(the user has no activity in the horizon).")
     return report.render()

@@ -18,6 +18,7 @@ from shopseq.applications.data import DAY_MS, load_run_and_data
 from shopseq.applications.forecast import ForecastConfig, backtest, forecast
 from shopseq.applications.profiles import build_profiles_from, segment_report
 from shopseq.applications.promotion import Promotion, load_promotions, score_users
+from shopseq.applications.report import forecast_section
 from shopseq.applications.summary import run_all
 from shopseq.atomic import write_file, write_text
 from shopseq.cli.common import WorkspaceOpt, console, friendly_errors, open_store
@@ -138,9 +139,7 @@ def forecast_cmd(
     report = HtmlReport(f"shopseq demand forecast ({level})")
     if bt is not None:
         console.print(bt.headline())
-        report.table([{"method": k, **v} for k, v in bt.metrics.items()], highlight=0)
-        report.line_plot("back-test: daily purchases, all groups", bt.plot_days, bt.plot_series,
-                         "day of the back-test", "purchases")
+        forecast_section(report, bt)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "forecast.html", report.render())
     if out is not None:

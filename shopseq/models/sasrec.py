@@ -142,25 +142,24 @@ class SASRecModule(SequenceModule):
         """(B, d) vectors that score the next PURCHASED item (the next-item vectors without a head)."""
         return self.to_output(self._purchase_states(self._last_states(batch)))
 
-    def _purchase_logits(self, q: torch.Tensor, states: torch.Tensor, items: torch.Tensor,
-                         types: torch.Tensor | None, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _pointer_logits(self, q: torch.Tensor, states: torch.Tensor, items: torch.Tensor,
+                        types: torch.Tensor | None, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(N, n_items + 1) purchase-head logits of query states ``q`` at positions (rows, t):
         the tied-embedding scores mixed with the pointer over the history (padding column -inf)."""
-        logits = self.to_output(q) @ self.output_weight().t()
-        if self.copy is not None:
-            if types is None:
-                raise ValueError("the purchase pointer needs the event types of the history")
-            logits = self.copy.mix(logits, self.copy.scores(q, states, items, types, rows, t), items[rows])
+        if self.copy is None or types is None:
+            raise ValueError("the purchase pointer needs aux.purchase_copy and the event types of the history")
+        logits = self.copy.mix(self.to_output(q) @ self.output_weight().t(),
+                               self.copy.scores(q, states, items, types, rows, t), items[rows])
         logits[:, 0] = float("-inf")
         return logits
 
     def purchase_scores(self, batch: Batch) -> torch.Tensor:
-        """(B, n_items + 1) next-purchase logits at each row's last event."""
+        """(B, n_items + 1) next-purchase logits with the pointer at each row's last event."""
         states = self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps)
         rows = torch.arange(len(batch.items), device=batch.items.device)
         t = (batch.lengths - 1).clamp_min(0)
-        return self._purchase_logits(self._purchase_states(states[rows, t]), states, batch.items, batch.types,
-                                     rows, t)
+        return self._pointer_logits(self._purchase_states(states[rows, t]), states, batch.items, batch.types,
+                                    rows, t)
 
     def next_type_logits(self, batch: Batch) -> torch.Tensor:
         if self.type_head is None:
@@ -194,14 +193,16 @@ class SASRecModule(SequenceModule):
             columns = batch.loss_columns()
             if columns is not None:  # overlapping windows: each position counts once
                 p_keep &= columns
-            if bool(p_keep.any()) and self.copy is None:
-                hp = self.to_output(self._purchase_states(states[p_keep]))
-                aux = aux + self.aux.next_purchase * full_softmax_ce(hp, self.output_weight(), p_targets[p_keep])
-            elif bool(p_keep.any()):
-                rows, t = p_keep.nonzero(as_tuple=True)
-                x = batch.inputs()
-                logits = self._purchase_logits(self._purchase_states(states[p_keep]), states, x.items, x.types, rows, t)
-                aux = aux + self.aux.next_purchase * F.cross_entropy(logits, p_targets[p_keep], reduction="sum")
+            if bool(p_keep.any()):
+                q = self._purchase_states(states[p_keep])
+                if self.copy is None:
+                    loss = full_softmax_ce(self.to_output(q), self.output_weight(), p_targets[p_keep])
+                else:
+                    rows, t = p_keep.nonzero(as_tuple=True)
+                    x = batch.inputs()
+                    logits = self._pointer_logits(q, states, x.items, x.types, rows, t)
+                    loss = F.cross_entropy(logits, p_targets[p_keep], reduction="sum")
+                aux = aux + self.aux.next_purchase * loss
         return self.to_output(h), targets[keep], aux
 
     def mean_targets(self, lengths: np.ndarray) -> float:
