@@ -72,13 +72,6 @@ def load(dataset: str) -> tuple[Sequences, EvalSet, EvalSet, int] | None:
     is_label[t_off[:-1]] = True
     test = _eval_set(t_tokens[~is_label], t_lengths - 1, t_tokens[is_label], np.ones(len(t_lengths), np.int64))
 
-    # hold out the last click of 5% of the training sessions (length >= 2) for early stopping
-    rng = np.random.default_rng(0)
-    n = len(lengths)
-    held = (rng.random(n) < 0.05) & (lengths >= 2)
-    last = np.zeros(len(items), dtype=bool)
-    ends = np.cumsum(lengths)
-    last[ends[held] - 1] = True
     train, valid = _hold_out_last_clicks(items, lengths, n_items)
     return train, valid, test, n_items
 

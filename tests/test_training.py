@@ -194,6 +194,40 @@ def test_fused_full_softmax_matches_cross_entropy(chunk: int) -> None:
     torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [3, 1000])
+def test_fused_full_softmax_with_a_pointer_matches_the_mixture_it_stands_for(chunk: int) -> None:
+    """The pointer's two numbers per row give the loss and gradients of the full mixture
+    ``logaddexp(h . w_i, c_i)``: targets in the history (some twice), targets not in it, and a
+    pointer far stronger than the catalogue."""
+    from shopseq.models.pointer import HistoryPointer
+
+    g = torch.Generator().manual_seed(0)
+    n, v, d, width = 29, 40, 8, 5
+    h = torch.randn(n, d, generator=g)
+    w = torch.randn(v, d, generator=g)
+    t = torch.randint(1, v, (n,), generator=g)
+    items = torch.randint(1, v, (n, width), generator=g)
+    items[:8, 0] = t[:8]
+    items[:3, 3] = t[:3]
+    s = torch.randn(n, width, generator=g) * 3
+    s[5, :] += 40.0
+    s[6, 4] = float("-inf")  # a padding position
+    leaves = [[x.clone().requires_grad_() for x in (h, w, s)] for _ in range(2)]
+    (h1, w1, s1), (h2, w2, s2) = leaves
+    ref = reference_full_softmax_ce(h1, w1, t, HistoryPointer.item_logits(s1, items, v))
+    mass, target = HistoryPointer.masses(s2, items, t)
+    assert torch.isinf(target[8:]).all() == (items[8:] != t[8:, None]).all()
+    got = full_softmax_ce(h2, w2, t, chunk=chunk, copy_mass=mass, copy_target=target)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    for a, b in ((h1, h2), (w1, w2), (s1, s2)):
+        assert torch.isfinite(b.grad).all()
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="both"):
+        full_softmax_ce(h, w, t, copy_mass=mass)
+
+
 def test_fused_full_softmax_survives_extreme_logits_and_bf16() -> None:
     h = torch.tensor([[30.0, 0.0], [-30.0, 0.0]])
     w = torch.tensor([[0.0, 0.0], [5.0, 0.0], [-5.0, 0.0], [0.0, 1.0]])

@@ -61,7 +61,7 @@ class AuxHeads(BaseModel):
     next_type: float = Field(0.0, ge=0, description="loss weight of the next-event-type head")
     next_purchase: float = Field(0.0, ge=0, description="loss weight of the next-purchased-item head")
     purchase_copy: bool = Field(True, description="the purchase head can also point at the history's items, "
-                                "scored by event type, recency and whether bought since (models.purchase_copy)")
+                                "scored by event type, recency and whether bought since (models.pointer)")
 
     @property
     def any(self) -> bool:

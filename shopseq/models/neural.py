@@ -27,6 +27,7 @@ from shopseq.models.base import Histories, ModelConfig, Recommender
 from shopseq.models.features import EventEmbedding
 from shopseq.training.batching import Batch, LengthBatcher
 from shopseq.training.config import TrainConfig
+from shopseq.training.losses import TrainingTerms
 from shopseq.training.trainer import Trainer
 
 __all__ = [
@@ -205,10 +206,10 @@ class SequenceModule(nn.Module):
     def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states (N, d) of a batch's target positions and the target items (N,)."""
 
-    def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``training_pairs`` plus the weighted summed loss of any auxiliary heads (None: no heads)."""
+    def training_terms(self, batch: Batch) -> TrainingTerms:
+        """``training_pairs``, plus what auxiliary heads or a pointer add (models that have them)."""
         h, targets = self.training_pairs(batch)
-        return h, targets, None
+        return TrainingTerms(h, targets)
 
     def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
         """``user_vectors`` of a left-aligned batch (models with event features override this)."""

@@ -26,10 +26,10 @@ from shopseq.models.neural import (
     TransformerConfig,
     init_weights,
 )
-from shopseq.models.purchase_copy import PurchaseCopy
+from shopseq.models.pointer import HistoryPointer
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
-from shopseq.training.losses import full_softmax_ce
+from shopseq.training.losses import TrainingTerms, full_softmax_ce
 
 __all__ = ["SASRec", "SASRecConfig", "SASRecModule"]
 
@@ -44,6 +44,8 @@ class SASRecConfig(TransformerConfig):
     aux: AuxHeads = Field(default_factory=AuxHeads, description="heads trained jointly with next-item")
     temperature: float | None = Field(None, gt=0, description="cosine scoring: L2-normalised user and item "
                                       "vectors, logit = cosine / temperature (NISER, CORE); None = dot product")
+    pointer: bool = Field(False, description="next-item scores mix the catalogue with a pointer over the "
+                          "history's items (models.pointer): for data where items repeat, like sessions")
 
 
 def next_purchase_targets(items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,8 @@ class SASRecModule(SequenceModule):
         self.temperature = c.temperature
         self.type_head = nn.Linear(c.hidden, N_EVENT_TYPES) if c.aux.next_type > 0 else None
         self.purchase_proj = nn.Linear(c.hidden, c.hidden) if c.aux.next_purchase > 0 else None
-        self.copy = PurchaseCopy(c.hidden) if c.aux.next_purchase > 0 and c.aux.purchase_copy else None
+        self.copy = HistoryPointer(c.hidden) if c.aux.next_purchase > 0 and c.aux.purchase_copy else None
+        self.pointer = HistoryPointer(c.hidden) if c.pointer else None
         # the pointer reads the history's event types, also at prediction time
         self.reads_event_features = c.features.any_event_inputs or self.copy is not None
         self.trains_on_event_types = c.aux.any
@@ -86,8 +89,9 @@ class SASRecModule(SequenceModule):
         if self.purchase_proj is not None:  # a residual head that starts as the next-item head
             nn.init.zeros_(self.purchase_proj.weight)
             nn.init.zeros_(self.purchase_proj.bias)
-        if self.copy is not None:
-            self.copy.reset_parameters()
+        for pointer in (self.copy, self.pointer):
+            if pointer is not None:
+                pointer.reset_parameters()
 
     def hidden_states(self, items: torch.Tensor, lengths: torch.Tensor | None = None,
                       types: torch.Tensor | None = None, timestamps: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,24 +146,35 @@ class SASRecModule(SequenceModule):
         """(B, d) vectors that score the next PURCHASED item (the next-item vectors without a head)."""
         return self.to_output(self._purchase_states(self._last_states(batch)))
 
-    def _pointer_logits(self, q: torch.Tensor, states: torch.Tensor, items: torch.Tensor,
-                        types: torch.Tensor | None, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """(N, n_items + 1) purchase-head logits of query states ``q`` at positions (rows, t):
-        the tied-embedding scores mixed with the pointer over the history (padding column -inf)."""
-        if self.copy is None or types is None:
-            raise ValueError("the purchase pointer needs aux.purchase_copy and the event types of the history")
-        logits = self.copy.mix(self.to_output(q) @ self.output_weight().t(),
-                               self.copy.scores(q, states, items, types, rows, t), items[rows])
+    def _mixed_logits(self, pointer: HistoryPointer, queries: torch.Tensor, states: torch.Tensor,
+                      items: torch.Tensor, types: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+        """(N, n_items + 1) logits at the positions ``keep`` (B, L) selects: the tied-embedding
+        scores of ``queries`` (B, L, d) mixed with ``pointer`` over the history (padding -inf)."""
+        scores = pointer.scores(queries, states, items, types)[keep]
+        rows = keep.nonzero(as_tuple=True)[0]
+        logits = pointer.mix(self.to_output(queries[keep]) @ self.output_weight().t(), scores, items[rows])
         logits[:, 0] = float("-inf")
         return logits
 
+    def _at_last(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal states of a left-aligned batch and the (B, L) mask of each row's last event."""
+        states = self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps)
+        last = (batch.lengths - 1).clamp_min(0)
+        return states, torch.arange(states.shape[1], device=states.device)[None, :] == last[:, None]
+
     def purchase_scores(self, batch: Batch) -> torch.Tensor:
         """(B, n_items + 1) next-purchase logits with the pointer at each row's last event."""
-        states = self.hidden_states(batch.items, batch.lengths, batch.types, batch.timestamps)
-        rows = torch.arange(len(batch.items), device=batch.items.device)
-        t = (batch.lengths - 1).clamp_min(0)
-        return self._pointer_logits(self._purchase_states(states[rows, t]), states, batch.items, batch.types,
-                                    rows, t)
+        if self.copy is None or batch.types is None:
+            raise ValueError("the purchase pointer needs aux.purchase_copy and the event types of the history")
+        states, last = self._at_last(batch)
+        return self._mixed_logits(self.copy, self._purchase_states(states), states, batch.items, batch.types, last)
+
+    def pointer_scores(self, batch: Batch) -> torch.Tensor:
+        """(B, n_items + 1) next-item logits with the pointer at each row's last event."""
+        if self.pointer is None:
+            raise ValueError("this model has no next-item pointer (pointer = false)")
+        states, last = self._at_last(batch)
+        return self._mixed_logits(self.pointer, states, states, batch.items, batch.types, last)
 
     def next_type_logits(self, batch: Batch) -> torch.Tensor:
         if self.type_head is None:
@@ -171,16 +186,22 @@ class SASRecModule(SequenceModule):
         return self.hidden_states(x.items, x.lengths, x.types, x.timestamps)
 
     def training_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        h, targets, _ = self.training_terms(batch)
-        return h, targets
+        terms = self.training_terms(batch)
+        return terms.h, terms.targets
 
-    def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def training_terms(self, batch: Batch) -> TrainingTerms:
         states = self._input_states(batch)
+        x = batch.inputs()
         targets = batch.items[:, 1:]
         keep = batch.target_mask()
         h = states[keep]
+        terms = TrainingTerms(self.to_output(h), targets[keep])
+        if self.pointer is not None:
+            scores = self.pointer.scores(states, states, x.items, x.types)[keep]
+            rows = keep.nonzero(as_tuple=True)[0]
+            terms.copy_mass, terms.copy_target = HistoryPointer.masses(scores, x.items[rows], terms.targets)
         if not self.aux.any:
-            return self.to_output(h), targets[keep], None
+            return terms
         if batch.types is None:
             raise ValueError("auxiliary heads need event types in the batches")
         aux = h.new_zeros(())
@@ -194,16 +215,15 @@ class SASRecModule(SequenceModule):
             if columns is not None:  # overlapping windows: each position counts once
                 p_keep &= columns
             if bool(p_keep.any()):
-                q = self._purchase_states(states[p_keep])
+                queries = self._purchase_states(states)
                 if self.copy is None:
-                    loss = full_softmax_ce(self.to_output(q), self.output_weight(), p_targets[p_keep])
+                    loss = full_softmax_ce(self.to_output(queries[p_keep]), self.output_weight(), p_targets[p_keep])
                 else:
-                    rows, t = p_keep.nonzero(as_tuple=True)
-                    x = batch.inputs()
-                    logits = self._pointer_logits(q, states, x.items, x.types, rows, t)
+                    logits = self._mixed_logits(self.copy, queries, states, x.items, x.types, p_keep)
                     loss = F.cross_entropy(logits, p_targets[p_keep], reduction="sum")
                 aux = aux + self.aux.next_purchase * loss
-        return self.to_output(h), targets[keep], aux
+        terms.aux = aux
+        return terms
 
     def mean_targets(self, lengths: np.ndarray) -> float:
         return float(np.mean(np.asarray(lengths) - 1)) if len(lengths) else 1.0
@@ -219,6 +239,11 @@ class SASRec(NeuralRecommender):
 
     def build_module(self) -> SASRecModule:
         return SASRecModule(self.n_items, self.config)
+
+    def score(self, histories: Histories) -> torch.Tensor:
+        if self.module.pointer is not None:  # the pointer needs each history, not only its vector
+            return self._by_length(histories, self.module.pointer_scores).float()
+        return super().score(histories)
 
     def score_purchase(self, histories: Histories) -> torch.Tensor:
         if self.module.copy is not None:  # the pointer needs each history, not only its vector

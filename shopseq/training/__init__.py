@@ -5,6 +5,7 @@ from shopseq.training.batching import Batch, LengthBatcher
 from shopseq.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from shopseq.training.config import TrainConfig
 from shopseq.training.losses import (
+    TrainingTerms,
     full_softmax_ce,
     gbce,
     gbce_beta,
@@ -22,6 +23,7 @@ __all__ = [
     "TrainConfig",
     "Trainable",
     "Trainer",
+    "TrainingTerms",
     "full_softmax_ce",
     "gbce",
     "gbce_beta",

@@ -8,10 +8,13 @@ divides by a fixed constant (see ``TrainConfig``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "TrainingTerms",
     "full_softmax_ce",
     "gbce",
     "gbce_beta",
@@ -20,6 +23,20 @@ __all__ = [
     "sampled_softmax",
     "uniform_negatives",
 ]
+
+
+@dataclass
+class TrainingTerms:
+    """What a model hands the trainer for one batch: the hidden states of the target positions
+    ``h`` (N, d) and their target items (N,); the weighted summed loss of auxiliary heads (None:
+    no heads); and, for a next-item pointer over the history, its log total mass and log-mass on
+    each target (N,) (see :func:`full_softmax_ce`)."""
+
+    h: torch.Tensor
+    targets: torch.Tensor
+    aux: torch.Tensor | None = None
+    copy_mass: torch.Tensor | None = None
+    copy_target: torch.Tensor | None = None
 
 
 class _FusedSoftmaxCE(torch.autograd.Function):
@@ -31,10 +48,15 @@ class _FusedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
-                bf16: bool, chunk: int) -> torch.Tensor:
+                copy_mass: torch.Tensor | None, copy_target: torch.Tensor | None, bf16: bool,
+                chunk: int) -> torch.Tensor:
         h, weight = h.detach(), weight.detach()
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros_like(weight)
+        pointer = copy_mass is not None
+        if pointer:
+            copy_mass, copy_target = copy_mass.detach().float(), copy_target.detach().float()
+            grad_mass, grad_target = torch.empty_like(copy_mass), torch.empty_like(copy_target)
         w_mm = weight.bfloat16() if bf16 else weight
         loss = h.new_zeros((), dtype=torch.float64)
         for lo in range(0, len(targets), chunk):
@@ -44,12 +66,24 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             target_logit = buf[torch.arange(len(tc)), tc]
             buf[:, 0] = -torch.inf  # padding is never an answer
             top = torch.amax(buf, dim=1, keepdim=True)
+            if pointer:
+                mass_c = copy_mass[lo:lo + chunk, None]
+                top = torch.maximum(top, mass_c)
             # clamp: exp of a gap below -87 is a float32 denormal, which is ~100x slower to produce and
             # to multiply (measured); exp(-80) is as good as zero next to the max's exp(0) = 1
             buf.sub_(top).clamp_(min=-80.0).exp_()
             buf[:, 0] = 0.0  # (the clamp turned padding's -inf into -80)
             total = buf.sum(dim=1, keepdim=True)
-            loss += (top + total.log()).sum() - target_logit.sum()
+            if pointer:  # the pointer's mass joins the denominator; its target score the numerator
+                copy_share = torch.exp(mass_c - top)
+                total = total + copy_share
+                answer = torch.logaddexp(target_logit, copy_target[lo:lo + chunk])
+                grad_mass[lo:lo + chunk] = (copy_share / total).squeeze(1)
+                grad_target[lo:lo + chunk] = -torch.exp(copy_target[lo:lo + chunk] - answer)
+                generated = torch.exp(target_logit - answer)[:, None]  # the catalogue's share of the answer
+            else:
+                answer = target_logit
+            loss += (top + total.log()).sum() - answer.sum()
             inv = 1.0 / total
             e = buf.bfloat16() if bf16 else buf
             gh = grad_h[lo:lo + chunk]
@@ -59,31 +93,54 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             else:  # out= / addmm_: no temporaries, no extra pass over grad_w per chunk
                 torch.mm(e, w_mm, out=gh)
                 grad_w.addmm_(e.t(), hc * inv)
-            gh.mul_(inv).sub_(weight[tc])
-            grad_w.index_add_(0, tc, hc, alpha=-1.0)
-        ctx.save_for_backward(grad_h, grad_w)
+            if pointer:
+                gh.mul_(inv).sub_(weight[tc] * generated)
+                grad_w.index_add_(0, tc, hc * generated, alpha=-1.0)
+            else:
+                gh.mul_(inv).sub_(weight[tc])
+                grad_w.index_add_(0, tc, hc, alpha=-1.0)
+        if pointer:
+            ctx.save_for_backward(grad_h, grad_w, grad_mass, grad_target)
+        else:
+            ctx.save_for_backward(grad_h, grad_w)
         return loss.float()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None, None
+        grads = [g * grad_out for g in ctx.saved_tensors]
+        if len(grads) == 2:
+            grads += [None, None]
+        grad_h, grad_w, grad_mass, grad_target = grads
+        return grad_h, grad_w, None, grad_mass, grad_target, None, None
 
 
 def full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, bf16: bool = False,
-                    chunk: int | None = None) -> torch.Tensor:
+                    chunk: int | None = None, copy_mass: torch.Tensor | None = None,
+                    copy_target: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over targets of the cross-entropy of a softmax over all items (padding excluded).
 
     ``bf16`` does the three matrix products in bfloat16 (fast only on CPUs with AVX512-BF16 / AMX);
-    ``chunk`` rows per step default to a ~6 MB logit buffer."""
+    ``chunk`` rows per step default to a ~6 MB logit buffer.
+
+    With a pointer over the history (``copy_mass`` and ``copy_target``, both (N,)), item ``i``'s
+    logit is ``logaddexp(h . w_i, c_i)`` where ``c_i`` is the pointer's log-mass on ``i`` (-inf for
+    items not in the history). Only two numbers per row are needed for that: the log of the
+    pointer's total mass (``copy_mass``, log-sum-exp of ``c``) joins the denominator, and its
+    log-mass on the target (``copy_target``, -inf when absent) the numerator."""
     if chunk is None:
         chunk = max(16, 6_000_000 // (4 * weight.shape[0]))
-    return _FusedSoftmaxCE.apply(h, weight, targets, bf16, chunk)
+    if (copy_mass is None) != (copy_target is None):
+        raise ValueError("the pointer needs both copy_mass and copy_target")
+    return _FusedSoftmaxCE.apply(h, weight, targets, copy_mass, copy_target, bf16, chunk)
 
 
-def reference_full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Plain ``F.cross_entropy`` version of :func:`full_softmax_ce` (tests, debugging)."""
+def reference_full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                              copy_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain ``F.cross_entropy`` version of :func:`full_softmax_ce` (tests, debugging); the pointer
+    comes as the full (N, V) matrix of its per-item log-masses (-inf where absent)."""
     logits = h @ weight.t()
+    if copy_logits is not None:
+        logits = torch.logaddexp(logits, copy_logits)
     logits[:, 0] = -torch.inf
     return F.cross_entropy(logits, targets, reduction="sum")
 

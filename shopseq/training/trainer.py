@@ -31,7 +31,15 @@ from shopseq.training.checkpoint import (
 )
 from shopseq.training.config import TrainConfig
 from shopseq.training.distributed import DistContext, init_from_env
-from shopseq.training.losses import full_softmax_ce, gbce, gbce_beta, item_log_q, sampled_softmax, uniform_negatives
+from shopseq.training.losses import (
+    TrainingTerms,
+    full_softmax_ce,
+    gbce,
+    gbce_beta,
+    item_log_q,
+    sampled_softmax,
+    uniform_negatives,
+)
 
 __all__ = ["Trainable", "Trainer", "lr_factor", "save_log_csv", "set_threads"]
 
@@ -41,9 +49,9 @@ Validate = Callable[[], dict[str, float]]
 class Trainable(Protocol):
     """What the trainer needs from a model's torch module (besides being an ``nn.Module``)."""
 
-    def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Hidden states (N, d) of the target positions of a batch, their target items (N,), and the
-        weighted summed loss of auxiliary heads (None when the model has none)."""
+    def training_terms(self, batch: Batch) -> TrainingTerms:
+        """Hidden states (N, d) of the target positions of a batch, their target items (N,), the
+        weighted summed loss of auxiliary heads, and a next-item pointer's terms, if any."""
         ...
 
     def output_weight(self) -> torch.Tensor:
@@ -156,17 +164,20 @@ class Trainer:
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         model: Trainable = self.module  # type: ignore[assignment]
-        h, targets, aux = model.training_terms(batch)
-        weight = model.output_weight()
+        terms = model.training_terms(batch)
+        h, targets, weight = terms.h, terms.targets, model.output_weight()
         c = self.config
+        if terms.copy_mass is not None and c.loss != "ce":
+            raise ValueError(f"the next-item pointer trains with the full-softmax loss (ce), not {c.loss!r}")
         if c.loss == "ce":
-            total = full_softmax_ce(h, weight, targets, bf16=c.bf16)
+            total = full_softmax_ce(h, weight, targets, bf16=c.bf16, copy_mass=terms.copy_mass,
+                                    copy_target=terms.copy_target)
         elif c.loss == "sampled":
             total = sampled_softmax(h, weight, targets, uniform_negatives(self.n_items, c.n_negatives), self.log_pop)
         else:
             total = gbce(h, weight, targets, uniform_negatives(self.n_items, c.n_negatives), self.beta)
-        if aux is not None:
-            total = total + aux
+        if terms.aux is not None:
+            total = total + terms.aux
         return total, len(targets)
 
     def _state(self) -> dict[str, torch.Tensor]:
