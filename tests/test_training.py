@@ -228,6 +228,36 @@ def test_fused_full_softmax_with_a_pointer_matches_the_mixture_it_stands_for(chu
         full_softmax_ce(h, w, t, copy_mass=mass)
 
 
+@pytest.mark.parametrize("with_pointer", [False, True])
+def test_fused_full_softmax_with_offsets_of_the_history_items_matches_dense_offsets(with_pointer: bool) -> None:
+    from shopseq.models.pointer import HistoryPointer
+
+    g = torch.Generator().manual_seed(1)
+    n, v, d, width = 31, 40, 8, 6
+    h, w = torch.randn(n, d, generator=g), torch.randn(v, d, generator=g)
+    t = torch.randint(1, v, (n,), generator=g)
+    cols = torch.stack([torch.randperm(v - 1, generator=g)[:width] + 1 for _ in range(n)])
+    cols[:5, 0] = t[:5]  # targets among the offset items
+    cols[6, 2:] = 0  # unused slots
+    items = torch.randint(1, v, (n, width), generator=g)
+    items[3:9, 1] = t[3:9]
+    s = torch.randn(n, width, generator=g)
+    vals = torch.randn(n, width, generator=g) * 3
+    leaves = [[x.clone().requires_grad_() for x in (h, w, s, vals)] for _ in range(2)]
+    (h1, w1, s1, v1), (h2, w2, s2, v2) = leaves
+    dense = torch.zeros(n, v).scatter_add(1, cols, v1 * (cols != 0))
+    ref = reference_full_softmax_ce(h1, w1, t, HistoryPointer.item_logits(s1, items, v) if with_pointer else None,
+                                    dense)
+    mass, target = HistoryPointer.masses(s2, items, t) if with_pointer else (None, None)
+    got = full_softmax_ce(h2, w2, t, chunk=4, copy_mass=mass, copy_target=target, offset_cols=cols, offset_vals=v2)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    for a, b in ((h1, h2), (w1, w2), (v1, v2)) + (((s1, s2),) if with_pointer else ()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5)
+    assert (v2.grad[cols == 0] == 0).all()
+
+
 def test_fused_full_softmax_survives_extreme_logits_and_bf16() -> None:
     h = torch.tensor([[30.0, 0.0], [-30.0, 0.0]])
     w = torch.tensor([[0.0, 0.0], [5.0, 0.0], [-5.0, 0.0], [0.0, 1.0]])

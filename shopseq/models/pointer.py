@@ -94,3 +94,41 @@ class HistoryPointer(nn.Module):
         target = torch.logsumexp(torch.where(on_target, scores, scores.new_full((), -1e4)), dim=1)
         target = torch.where(on_target.any(dim=1), target, float("-inf"))
         return torch.logsumexp(scores, dim=1), target
+
+
+OFFSET_BUCKETS = 16
+
+
+def recency_bucket(gap: torch.Tensor) -> torch.Tensor:
+    """Events ago -> 0..15: exact below 8, then one bucket per doubling (8-15, 16-31, ..., >= 1024)."""
+    log = torch.floor(torch.log2(gap.clamp_min(1).float())).long()
+    return torch.where(gap < 8, gap, (log + 5).clamp_max(OFFSET_BUCKETS - 1))
+
+
+class SeenOffset(nn.Module):
+    """A learned logit offset for the items already in the history, by how many events ago they
+    were last seen. It can be negative, which the pointer's mixture cannot: where users rarely
+    repeat (ratings: a movie is rated once) it pushes the seen items down the ranking, where they
+    do (sessions) it pulls them up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gap_w = nn.Embedding(OFFSET_BUCKETS, 1)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.gap_w.weight)
+
+    def offsets(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, L) columns and offsets for query position t of row b over positions k: item_k
+        with the offset of its last sighting up to t (column 0 elsewhere: later positions,
+        padding, and earlier sightings of an item seen again since)."""
+        width = items.shape[1]
+        pos = torch.arange(width, device=items.device)
+        same_later = (items[:, :, None] == items[:, None, :]) & (pos[None, :] > pos[:, None])  # (B, k, k')
+        next_seen = torch.where(same_later, pos, width).amin(dim=2)  # (B, k)
+        valid = ((pos[None, :] <= pos[:, None])[None] & (items != 0)[:, None, :]
+                 & (next_seen[:, None, :] > pos[None, :, None]))
+        gap = recency_bucket((pos[:, None] - pos[None, :]).clamp_min(0))
+        vals = WEIGHT_SCALE * self.gap_w(gap).squeeze(-1)[None].expand(len(items), -1, -1)
+        cols = torch.where(valid, items[:, None, :].expand(-1, width, -1), torch.zeros_like(items[:, None, :]))
+        return cols, vals * valid

@@ -44,8 +44,8 @@ class TorchBackend:
                 return self.model.score(histories).numpy()
             module = self.model.module
             batch = left_align_histories(histories, self.model.max_len, module.reads_event_features)
-            if getattr(module, "pointer", None) is not None:  # scores mix in each history's items
-                return module.pointer_scores(batch).float().numpy()
+            if getattr(module, "scores_each_history", False):  # offsets / pointer over each history's items
+                return module.history_scores(batch).float().numpy()
             return (module.batch_user_vectors(batch).float() @ self._matrix_t).numpy()
 
 

@@ -82,9 +82,9 @@ def export_wrapper(model: Recommender) -> nn.Module:
     if module is None or not hasattr(module, "hidden_states"):
         raise ValueError(f"{model.name} is not a neural sequence model; only sasrec, bert4rec and gru4rec "
                          "export to ONNX (serve baselines with --backend torch)")
-    if getattr(module, "pointer", None) is not None:
-        raise ValueError("a model with the next-item pointer scores each history's own items, which the "
-                         "ONNX encoder + item matrix cannot; serve it with --backend torch")
+    if getattr(module, "scores_each_history", False):
+        raise ValueError("a model with the next-item pointer or seen-item offsets scores each history's own "
+                         "items, which the ONNX encoder + item matrix cannot; serve it with --backend torch")
     if hasattr(module, "mask_id") and getattr(module, "reads_event_features", False):
         raise ValueError("BERT4Rec with event-feature inputs does not export to ONNX yet")
     wrapper = MaskTokenEncoder(module) if hasattr(module, "mask_id") else LastStateEncoder(module)

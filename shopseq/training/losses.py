@@ -29,14 +29,17 @@ __all__ = [
 class TrainingTerms:
     """What a model hands the trainer for one batch: the hidden states of the target positions
     ``h`` (N, d) and their target items (N,); the weighted summed loss of auxiliary heads (None:
-    no heads); and, for a next-item pointer over the history, its log total mass and log-mass on
-    each target (N,) (see :func:`full_softmax_ce`)."""
+    no heads); for a next-item pointer over the history, its log total mass and log-mass on each
+    target (N,); for offsets of the history's items, their (N, K) columns and values (see
+    :func:`full_softmax_ce`)."""
 
     h: torch.Tensor
     targets: torch.Tensor
     aux: torch.Tensor | None = None
     copy_mass: torch.Tensor | None = None
     copy_target: torch.Tensor | None = None
+    offset_cols: torch.Tensor | None = None
+    offset_vals: torch.Tensor | None = None
 
 
 class _FusedSoftmaxCE(torch.autograd.Function):
@@ -48,7 +51,8 @@ class _FusedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
-                copy_mass: torch.Tensor | None, copy_target: torch.Tensor | None, bf16: bool,
+                copy_mass: torch.Tensor | None, copy_target: torch.Tensor | None,
+                offset_cols: torch.Tensor | None, offset_vals: torch.Tensor | None, bf16: bool,
                 chunk: int) -> torch.Tensor:
         h, weight = h.detach(), weight.detach()
         grad_h = torch.empty_like(h)
@@ -57,12 +61,19 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         if pointer:
             copy_mass, copy_target = copy_mass.detach().float(), copy_target.detach().float()
             grad_mass, grad_target = torch.empty_like(copy_mass), torch.empty_like(copy_target)
+        offsets = offset_cols is not None
+        if offsets:
+            offset_vals = offset_vals.detach().float()
+            grad_offsets = torch.empty_like(offset_vals)
         w_mm = weight.bfloat16() if bf16 else weight
         loss = h.new_zeros((), dtype=torch.float64)
         for lo in range(0, len(targets), chunk):
             hc, tc = h[lo:lo + chunk], targets[lo:lo + chunk]
             h_mm = hc.bfloat16() if bf16 else hc
             buf = torch.mm(h_mm, w_mm.t()).float()  # (chunk, V) logits
+            if offsets:  # each row's own items get their offsets (distinct columns; 0 = none)
+                cols = offset_cols[lo:lo + chunk]
+                buf.scatter_add_(1, cols, offset_vals[lo:lo + chunk])
             target_logit = buf[torch.arange(len(tc)), tc]
             buf[:, 0] = -torch.inf  # padding is never an answer
             top = torch.amax(buf, dim=1, keepdim=True)
@@ -83,8 +94,13 @@ class _FusedSoftmaxCE(torch.autograd.Function):
                 generated = torch.exp(target_logit - answer)[:, None]  # the catalogue's share of the answer
             else:
                 answer = target_logit
+                generated = None
             loss += (top + total.log()).sum() - answer.sum()
             inv = 1.0 / total
+            if offsets:  # d loss / d offset = p(item) - [item is the target] (the catalogue's share of it)
+                hit = (cols == tc[:, None]).float()
+                grad_offsets[lo:lo + chunk] = (buf.gather(1, cols) * inv
+                                               - (hit if generated is None else hit * generated)) * (cols != 0)
             e = buf.bfloat16() if bf16 else buf
             gh = grad_h[lo:lo + chunk]
             if bf16:
@@ -99,24 +115,25 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             else:
                 gh.mul_(inv).sub_(weight[tc])
                 grad_w.index_add_(0, tc, hc, alpha=-1.0)
-        if pointer:
-            ctx.save_for_backward(grad_h, grad_w, grad_mass, grad_target)
-        else:
-            ctx.save_for_backward(grad_h, grad_w)
+        ctx.has = (pointer, offsets)
+        ctx.save_for_backward(grad_h, grad_w, *((grad_mass, grad_target) if pointer else ()),
+                              *((grad_offsets,) if offsets else ()))
         return loss.float()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         grads = [g * grad_out for g in ctx.saved_tensors]
-        if len(grads) == 2:
-            grads += [None, None]
-        grad_h, grad_w, grad_mass, grad_target = grads
-        return grad_h, grad_w, None, grad_mass, grad_target, None, None
+        grad_h, grad_w = grads[:2]
+        pointer, offsets = ctx.has
+        grad_mass, grad_target = grads[2:4] if pointer else (None, None)
+        grad_offsets = grads[-1] if offsets else None
+        return grad_h, grad_w, None, grad_mass, grad_target, None, grad_offsets, None, None
 
 
 def full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, bf16: bool = False,
                     chunk: int | None = None, copy_mass: torch.Tensor | None = None,
-                    copy_target: torch.Tensor | None = None) -> torch.Tensor:
+                    copy_target: torch.Tensor | None = None, offset_cols: torch.Tensor | None = None,
+                    offset_vals: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over targets of the cross-entropy of a softmax over all items (padding excluded).
 
     ``bf16`` does the three matrix products in bfloat16 (fast only on CPUs with AVX512-BF16 / AMX);
@@ -126,19 +143,29 @@ def full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
     logit is ``logaddexp(h . w_i, c_i)`` where ``c_i`` is the pointer's log-mass on ``i`` (-inf for
     items not in the history). Only two numbers per row are needed for that: the log of the
     pointer's total mass (``copy_mass``, log-sum-exp of ``c``) joins the denominator, and its
-    log-mass on the target (``copy_target``, -inf when absent) the numerator."""
+    log-mass on the target (``copy_target``, -inf when absent) the numerator.
+
+    ``offset_cols`` (N, K) and ``offset_vals`` (N, K) add ``offset_vals[n, j]`` to the logit of item
+    ``offset_cols[n, j]`` in row n (a learned bias for the items of each row's own history): the
+    columns of a row must be distinct, 0 marks an unused slot."""
     if chunk is None:
         chunk = max(16, 6_000_000 // (4 * weight.shape[0]))
     if (copy_mass is None) != (copy_target is None):
         raise ValueError("the pointer needs both copy_mass and copy_target")
-    return _FusedSoftmaxCE.apply(h, weight, targets, copy_mass, copy_target, bf16, chunk)
+    if (offset_cols is None) != (offset_vals is None):
+        raise ValueError("offsets need both offset_cols and offset_vals")
+    return _FusedSoftmaxCE.apply(h, weight, targets, copy_mass, copy_target, offset_cols, offset_vals, bf16, chunk)
 
 
 def reference_full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                              copy_logits: torch.Tensor | None = None) -> torch.Tensor:
+                              copy_logits: torch.Tensor | None = None,
+                              offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Plain ``F.cross_entropy`` version of :func:`full_softmax_ce` (tests, debugging); the pointer
-    comes as the full (N, V) matrix of its per-item log-masses (-inf where absent)."""
+    comes as the full (N, V) matrix of its per-item log-masses (-inf where absent), the offsets as
+    a dense (N, V) matrix."""
     logits = h @ weight.t()
+    if offsets is not None:
+        logits = logits + offsets
     if copy_logits is not None:
         logits = torch.logaddexp(logits, copy_logits)
     logits[:, 0] = -torch.inf

@@ -167,11 +167,13 @@ class Trainer:
         terms = model.training_terms(batch)
         h, targets, weight = terms.h, terms.targets, model.output_weight()
         c = self.config
-        if terms.copy_mass is not None and c.loss != "ce":
-            raise ValueError(f"the next-item pointer trains with the full-softmax loss (ce), not {c.loss!r}")
+        if (terms.copy_mass is not None or terms.offset_cols is not None) and c.loss != "ce":
+            raise ValueError(f"the next-item pointer and seen-item offsets train with the full-softmax loss "
+                             f"(ce), not {c.loss!r}")
         if c.loss == "ce":
             total = full_softmax_ce(h, weight, targets, bf16=c.bf16, copy_mass=terms.copy_mass,
-                                    copy_target=terms.copy_target)
+                                    copy_target=terms.copy_target, offset_cols=terms.offset_cols,
+                                    offset_vals=terms.offset_vals)
         elif c.loss == "sampled":
             total = sampled_softmax(h, weight, targets, uniform_negatives(self.n_items, c.n_negatives), self.log_pop)
         else:
