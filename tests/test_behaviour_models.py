@@ -351,7 +351,8 @@ def test_the_next_item_pointer_learns_repeats_in_sessions(tmp_path: Path) -> Non
         export_wrapper(pointer)
 
 
-def test_seen_item_offsets_learn_that_users_do_not_repeat(tmp_path: Path) -> None:
+@pytest.mark.parametrize("make", [sasrec, gru4rec], ids=["sasrec", "gru4rec"])
+def test_seen_item_offsets_learn_that_users_do_not_repeat(make, tmp_path: Path) -> None:
     """Users pick 20 distinct items from a skewed popularity (a rating log: each item once). The
     next item is then a popular item NOT yet seen; a plain model ranks the popular seen items high,
     the learned offsets push them down (negative weights). Serving and reload keep the offsets."""
@@ -361,11 +362,11 @@ def test_seen_item_offsets_learn_that_users_do_not_repeat(tmp_path: Path) -> Non
     items = np.stack([rng.choice(np.arange(1, n_items + 1), size=length, replace=False, p=p / p.sum())
                       for _ in range(n_users)])
     train, hist, target, _ = last_event_split(make_sequences(items, np.zeros_like(items), n_items))
-    plain = sasrec(n_items, epochs=5, max_len=24).fit(train)
-    offset = sasrec(n_items, epochs=5, max_len=24, seen_offset=True).fit(train)
+    plain = make(n_items, epochs=5, max_len=24).fit(train)
+    offset = make(n_items, epochs=5, max_len=24, seen_offset=True).fit(train)
     hr_plain, hr_offset = hit_rate(plain.score(hist), target, 10), hit_rate(offset.score(hist), target, 10)
-    assert hr_offset > hr_plain + 0.15, (hr_offset, hr_plain)  # measured 0.46 against 0.21
-    assert (offset.module.seen_offset.gap_w.weight[:10] < 0).all()
+    assert hr_offset > hr_plain + 0.15, (hr_offset, hr_plain)  # measured 0.45 / 0.21 (SASRec), 0.46 / 0.20 (GRU4Rec)
+    assert (offset.module.seen_offset.gap_w[:10] < 0).all()
     offset.save(tmp_path / "m")
     torch.testing.assert_close(load_model(tmp_path / "m").score(hist), offset.score(hist))
     from shopseq.serving.backends import TorchBackend

@@ -39,6 +39,8 @@ class BERT4RecConfig(TransformerConfig):
 class BERT4RecModule(SequenceModule):
     def __init__(self, n_items: int, c: BERT4RecConfig) -> None:
         super().__init__(n_items)
+        if c.seen_offset:  # its targets are masked positions, whose "history" includes later events
+            raise ValueError("BERT4Rec does not support seen_offset (SASRec and GRU4Rec do)")
         self.window = c.max_len
         self.mask_id = n_items + 1
         self.mask_prob, self.mask_last_prob = c.mask_prob, c.mask_last_prob

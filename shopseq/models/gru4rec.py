@@ -38,7 +38,7 @@ class GRU4RecModule(SequenceModule):
     default_lr = 3e-3
 
     def __init__(self, n_items: int, c: GRU4RecConfig) -> None:
-        super().__init__(n_items)
+        super().__init__(n_items, c.seen_offset)
         self.window = c.max_len + 1
         self.item_emb = nn.Embedding(n_items + 1, c.hidden, padding_idx=0)
         self.drop = Dropout(c.dropout)

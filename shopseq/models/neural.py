@@ -25,6 +25,7 @@ from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
 from shopseq.models.base import Histories, ModelConfig, Recommender
 from shopseq.models.features import EventEmbedding
+from shopseq.models.pointer import SeenOffset
 from shopseq.training.batching import Batch, LengthBatcher
 from shopseq.training.config import TrainConfig
 from shopseq.training.losses import TrainingTerms
@@ -40,6 +41,9 @@ class NeuralConfig(ModelConfig):
     hidden: int = Field(64, ge=1)
     max_len: int = Field(50, ge=1, description="most recent events the model reads")
     dropout: float = Field(0.2, ge=0, lt=1)
+    seen_offset: bool = Field(False, description="a learned logit offset, by recency, for the items already in "
+                              "the history (models.pointer.SeenOffset): negative where users rarely repeat "
+                              "(ratings), positive where they do")
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
@@ -194,9 +198,39 @@ class SequenceModule(nn.Module):
     honours_first_target: bool = False  # True: its loss follows Batch.target_mask (overlapping windows)
     default_lr: float = 1e-3  # peak lr when TrainConfig.lr is None
 
-    def __init__(self, n_items: int) -> None:
+    def __init__(self, n_items: int, seen_offset: bool = False) -> None:
         super().__init__()
         self.n_items = n_items
+        self.seen_offset = SeenOffset() if seen_offset else None
+
+    @property
+    def scores_each_history(self) -> bool:
+        """Whether next-item scores depend on each history's own items, not only on its vector
+        (then ``history_scores`` gives them, and there is no ONNX encoder + item matrix form)."""
+        return self.seen_offset is not None
+
+    def history_scores(self, batch: Batch) -> torch.Tensor:
+        """(B, n_items + 1) next-item logits of a left-aligned batch, with the seen-item offsets."""
+        logits = self.batch_user_vectors(batch) @ self.output_weight().t()
+        return self._offset_last(logits, batch)
+
+    def _offset_last(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``logits`` (B, V) at each row's last event plus the seen-item offsets there."""
+        if self.seen_offset is not None:
+            cols, vals = self.seen_offset.offsets(batch.items)
+            rows = torch.arange(len(logits), device=logits.device)
+            last = (batch.lengths - 1).clamp_min(0)
+            logits = logits.scatter_add(1, cols[rows, last], vals[rows, last])
+        logits[:, 0] = float("-inf")
+        return logits
+
+    def _with_offsets(self, terms: TrainingTerms, batch: Batch) -> TrainingTerms:
+        """``terms`` of the target positions (``batch.target_mask()`` order) plus their offsets."""
+        if self.seen_offset is not None:
+            cols, vals = self.seen_offset.offsets(batch.inputs().items)
+            keep = batch.target_mask()
+            terms.offset_cols, terms.offset_vals = cols[keep], vals[keep]
+        return terms
 
     @abstractmethod
     def user_vectors(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -209,7 +243,7 @@ class SequenceModule(nn.Module):
     def training_terms(self, batch: Batch) -> TrainingTerms:
         """``training_pairs``, plus what auxiliary heads or a pointer add (models that have them)."""
         h, targets = self.training_pairs(batch)
-        return TrainingTerms(h, targets)
+        return self._with_offsets(TrainingTerms(h, targets), batch)
 
     def batch_user_vectors(self, batch: Batch) -> torch.Tensor:
         """``user_vectors`` of a left-aligned batch (models with event features override this)."""
@@ -309,6 +343,8 @@ class NeuralRecommender(Recommender):
         return self._by_length(histories, self.module.batch_user_vectors)
 
     def score(self, histories: Histories) -> torch.Tensor:
+        if self.module.scores_each_history:  # offsets / a pointer need each history, not only its vector
+            return self._by_length(histories, self.module.history_scores).float()
         return self.score_vectors(self._user_vectors(histories))
 
     def score_vectors(self, vectors: torch.Tensor) -> torch.Tensor:

@@ -113,10 +113,8 @@ class SeenOffset(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.gap_w = nn.Embedding(OFFSET_BUCKETS, 1)
-
-    def reset_parameters(self) -> None:
-        nn.init.zeros_(self.gap_w.weight)
+        # a bare parameter, zero: no offset until the data says so (init_weights leaves it alone)
+        self.gap_w = nn.Parameter(torch.zeros(OFFSET_BUCKETS))
 
     def offsets(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, L) columns and offsets for query position t of row b over positions k: item_k
@@ -129,6 +127,6 @@ class SeenOffset(nn.Module):
         valid = ((pos[None, :] <= pos[:, None])[None] & (items != 0)[:, None, :]
                  & (next_seen[:, None, :] > pos[None, :, None]))
         gap = recency_bucket((pos[:, None] - pos[None, :]).clamp_min(0))
-        vals = WEIGHT_SCALE * self.gap_w(gap).squeeze(-1)[None].expand(len(items), -1, -1)
+        vals = WEIGHT_SCALE * self.gap_w[gap][None].expand(len(items), -1, -1)
         cols = torch.where(valid, items[:, None, :].expand(-1, width, -1), torch.zeros_like(items[:, None, :]))
         return cols, vals * valid

@@ -26,7 +26,7 @@ from shopseq.models.neural import (
     TransformerConfig,
     init_weights,
 )
-from shopseq.models.pointer import HistoryPointer, SeenOffset
+from shopseq.models.pointer import HistoryPointer
 from shopseq.models.registry import register
 from shopseq.training.batching import Batch
 from shopseq.training.losses import TrainingTerms, full_softmax_ce
@@ -46,8 +46,6 @@ class SASRecConfig(TransformerConfig):
                                       "vectors, logit = cosine / temperature (NISER, CORE); None = dot product")
     pointer: bool = Field(False, description="next-item scores mix the catalogue with a pointer over the "
                           "history's items (models.pointer): for data where items repeat, like sessions")
-    seen_offset: bool = Field(False, description="a learned logit offset, by recency, for the items already in "
-                              "the history: negative where users rarely repeat (ratings), positive where they do")
 
 
 def next_purchase_targets(items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
@@ -65,7 +63,7 @@ class SASRecModule(SequenceModule):
     honours_first_target = True
 
     def __init__(self, n_items: int, c: SASRecConfig) -> None:
-        super().__init__(n_items)
+        super().__init__(n_items, c.seen_offset)
         self.window = c.max_len + 1  # inputs = window[:-1], targets = window[1:]
         self.item_emb = nn.Embedding(n_items + 1, c.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(c.max_len, c.hidden)
@@ -84,9 +82,6 @@ class SASRecModule(SequenceModule):
         self.purchase_proj = nn.Linear(c.hidden, c.hidden) if c.aux.next_purchase > 0 else None
         self.copy = HistoryPointer(c.hidden) if c.aux.next_purchase > 0 and c.aux.purchase_copy else None
         self.pointer = HistoryPointer(c.hidden) if c.pointer else None
-        self.seen_offset = SeenOffset() if c.seen_offset else None
-        # next-item scores that depend on each history's own items, not only on its vector
-        self.scores_each_history = c.pointer or c.seen_offset
         # the pointer reads the history's event types, also at prediction time
         self.reads_event_features = c.features.any_event_inputs or self.copy is not None
         self.trains_on_event_types = c.aux.any
@@ -94,9 +89,13 @@ class SASRecModule(SequenceModule):
         if self.purchase_proj is not None:  # a residual head that starts as the next-item head
             nn.init.zeros_(self.purchase_proj.weight)
             nn.init.zeros_(self.purchase_proj.bias)
-        for part in (self.copy, self.pointer, self.seen_offset):
-            if part is not None:
-                part.reset_parameters()
+        for pointer in (self.copy, self.pointer):
+            if pointer is not None:
+                pointer.reset_parameters()
+
+    @property
+    def scores_each_history(self) -> bool:
+        return self.pointer is not None or self.seen_offset is not None
 
     def hidden_states(self, items: torch.Tensor, lengths: torch.Tensor | None = None,
                       types: torch.Tensor | None = None, timestamps: torch.Tensor | None = None) -> torch.Tensor:
@@ -178,14 +177,11 @@ class SASRecModule(SequenceModule):
         """(B, n_items + 1) next-item logits at each row's last event, with the seen-item offsets
         and the pointer over the history where the model has them."""
         states, last = self._at_last(batch)
-        logits = self.to_output(states[last]) @ self.output_weight().t()
-        if self.seen_offset is not None:
-            cols, vals = self.seen_offset.offsets(batch.items)
-            logits.scatter_add_(1, cols[last], vals[last])
+        logits = self._offset_last(self.to_output(states[last]) @ self.output_weight().t(), batch)
         if self.pointer is not None:
             scores = self.pointer.scores(states, states, batch.items, batch.types)[last]
             logits = self.pointer.mix(logits, scores, batch.items)
-        logits[:, 0] = float("-inf")
+            logits[:, 0] = float("-inf")
         return logits
 
     def next_type_logits(self, batch: Batch) -> torch.Tensor:
@@ -212,9 +208,7 @@ class SASRecModule(SequenceModule):
             scores = self.pointer.scores(states, states, x.items, x.types)[keep]
             rows = keep.nonzero(as_tuple=True)[0]
             terms.copy_mass, terms.copy_target = HistoryPointer.masses(scores, x.items[rows], terms.targets)
-        if self.seen_offset is not None:
-            cols, vals = self.seen_offset.offsets(x.items)
-            terms.offset_cols, terms.offset_vals = cols[keep], vals[keep]
+        terms = self._with_offsets(terms, batch)
         if not self.aux.any:
             return terms
         if batch.types is None:
@@ -254,11 +248,6 @@ class SASRec(NeuralRecommender):
 
     def build_module(self) -> SASRecModule:
         return SASRecModule(self.n_items, self.config)
-
-    def score(self, histories: Histories) -> torch.Tensor:
-        if self.module.scores_each_history:  # offsets and pointer need each history, not only its vector
-            return self._by_length(histories, self.module.history_scores).float()
-        return super().score(histories)
 
     def score_purchase(self, histories: Histories) -> torch.Tensor:
         if self.module.copy is not None:  # the pointer needs each history, not only its vector
