@@ -170,7 +170,7 @@ def main() -> None:
             label = f"session mode, max_len {args.max_len}" + (f" {args.settings}" if overrides else "")
             spec = {"model": name, "max_len": args.max_len, **overrides,
                     "train": {"epochs": args.epochs, "patience": args.patience, "monitor": "mrr@20",
-                              "threads": args.threads, "quiet": True, "batch_size": 256,
+                              "threads": args.threads, "quiet": False, "batch_size": 256,
                               **overrides.get("train", {})}} if neural else {"model": name}
             model = build_model(model_from_dict(spec, args.seed), n_items)
             started = time.perf_counter()

@@ -113,6 +113,36 @@ def test_recommend_for_a_stored_user_matches_the_model(client: TestClient, serve
         assert not set(history[-model.max_len:]) & {i["item_id"] for i in body["items"]}  # seen filtered
 
 
+def test_recommend_by_the_purchase_head(client: TestClient, served: tuple, tmp_path: Path) -> None:
+    """``head: next_purchase`` ranks by the purchase head (with its pointer over the history) and
+    matches the model; a model without that head says so with a 422."""
+    refused = client.post("/recommend", json={"user_id": served[2][0], "head": "next_purchase"})
+    assert refused.status_code == 422 and "no purchase head" in refused.text
+    spec = {**TINY_SASREC, "features": {"event_types": True}, "aux": {"next_purchase": 0.5}}
+    run, ws, users = make_served_run(tmp_path, spec)
+    model, _ = load_run(run)
+    assert model.has_purchase_head
+    with EventStore.open(ws, read_only=True) as store:
+        seqs = build_sequences(store.con)
+    state = ServiceState.open(run, ws, ServiceConfig())
+    try:
+        with TestClient(create_app(state), raise_server_exceptions=False) as c:
+            for raw in users[:3]:
+                r = c.post("/recommend", json={"user_id": raw, "k": 5, "head": "next_purchase"})
+                assert r.status_code == 200, r.text
+                assert r.json()["head"] == "next_purchase"
+                row = seqs.user_vocab.encode([pseudonym_of(ws, raw)]).astype(np.int64)
+                hist = Histories.from_sequences(seqs, model.max_len, row)
+                scores = model.score_purchase(hist)[0].clone()
+                scores[hist.items[0][hist.items[0] > 0]] = -torch.inf  # seen items filtered
+                scores[0] = -torch.inf
+                expected = seqs.item_vocab.decode(torch.topk(scores, 5).indices.numpy())
+                assert [i["item_id"] for i in r.json()["items"]] == list(expected)
+                assert c.post("/recommend", json={"user_id": raw, "k": 5}).json()["head"] == "next_item"
+    finally:
+        state.close()
+
+
 def test_unknown_user_gets_recent_popular_items(client: TestClient) -> None:
     body = client.post("/recommend", json={"user_id": "never-seen-before", "k": 4}).json()
     assert body["cold_start"] and not body["known_user"] and body["history_length"] == 0

@@ -136,6 +136,11 @@ class Recommender(ABC):
         """Scores of the next PURCHASED item; models without a purchase head use ``score``."""
         return self.score(histories)
 
+    @property
+    def has_purchase_head(self) -> bool:
+        """Whether ``score_purchase`` has a head of its own (else it is ``score``)."""
+        return False
+
     def next_type_probabilities(self, histories: Histories) -> np.ndarray | None:
         """(B, n_event_types) probabilities of the next event's type, or None without such a head."""
         return None

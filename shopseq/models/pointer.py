@@ -2,7 +2,7 @@
 the items the user has just seen without relearning "repeat what was seen" for every item.
 
 Two heads use it. The purchase head (most purchases are of an item just carted or viewed), and,
-with ``SASRecConfig.pointer``, the next-item head (sessions click the same items again: 21% of
+with ``SASRecConfig.pointer``, the next-item head (sessions click the same items again: 20.5% of
 Diginetica's test clicks are of an item already in the session, 9% of the item just clicked).
 
 For a query position t and each earlier position k <= t holding item i_k, a score

@@ -249,6 +249,10 @@ class SASRec(NeuralRecommender):
     def build_module(self) -> SASRecModule:
         return SASRecModule(self.n_items, self.config)
 
+    @property
+    def has_purchase_head(self) -> bool:
+        return self.module.purchase_proj is not None
+
     def score_purchase(self, histories: Histories) -> torch.Tensor:
         if self.module.copy is not None:  # the pointer needs each history, not only its vector
             return self._by_length(histories, self.module.purchase_scores).float()

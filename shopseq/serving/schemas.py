@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Hard limits a request can never exceed (the CLI may lower them, not raise them).
@@ -44,6 +46,9 @@ class EventIn(_Strict):
 
 class Filters(_Strict):
     k: int = Field(10, ge=1, le=MAX_K, description="how many items")
+    head: Literal["next_item", "next_purchase"] = Field(
+        "next_item", description="rank by the next item, or by the next PURCHASED item (models trained with a "
+        "purchase head, aux.next_purchase > 0; PyTorch backend)")
     filter_seen: bool = Field(True, description="leave out items already in the history")
     include_categories: list[str] | None = Field(
         None, max_length=MAX_CATEGORIES, description="only items in one of these categories (any level)")
@@ -104,6 +109,7 @@ class RecommendResponse(BaseModel):
     unknown_items: list[str] = Field(description="input item ids the model does not know (ignored)")
     model: str
     backend: str
+    head: str = Field(description="what the items are ranked by: next_item or next_purchase")
     history: list[HistoryEvent] | None = None
 
 

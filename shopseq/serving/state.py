@@ -258,9 +258,14 @@ class ServiceState:
             allowed &= ~self.catalog.category_mask(filters.exclude_categories, n)
         return allowed
 
-    def _check_k(self, k: int) -> None:
-        if k > self.config.limits.max_k:
-            raise RequestError(422, f"k must be at most {self.config.limits.max_k} (got {k})")
+    def _check(self, filters: Filters) -> None:
+        if filters.k > self.config.limits.max_k:
+            raise RequestError(422, f"k must be at most {self.config.limits.max_k} (got {filters.k})")
+        if filters.head not in self.backend.heads:
+            why = ("this model has no purchase head (train it with aux.next_purchase > 0)"
+                   if not self.model.has_purchase_head else f"the {self.backend.name} backend cannot rank by it "
+                   "(serve with --backend torch)")
+            raise RequestError(422, f"head {filters.head!r} is not available: {why}")
 
     def _cold_start(self, history: History, filters: Filters) -> tuple[np.ndarray, np.ndarray]:
         """Most popular items of the recent window, under the same filters."""
@@ -284,7 +289,15 @@ class ServiceState:
             for out, values in zip(stacked, (one.items, one.types, one.timestamps), strict=True):
                 out[row, width - n:] = values[0]
             lengths[row] = n
-        scores = self.backend.scores(Histories(*stacked, lengths))
+        histories = Histories(*stacked, lengths)
+        heads = [filters.head for _, filters in requests]
+        if len(set(heads)) == 1:
+            scores = self.backend.scores(histories, heads[0])
+        else:  # a micro-batch mixing heads: one pass per head
+            scores = np.empty((len(requests), self.model.n_items + 1), dtype=np.float32)
+            for head in set(heads):
+                rows = np.flatnonzero(np.asarray(heads) == head)
+                scores[rows] = self.backend.scores(histories.take(rows), head)
         scores[:, 0] = -np.inf
         for row, (history, filters) in enumerate(requests):
             if filters.filter_seen:
@@ -303,7 +316,7 @@ class ServiceState:
 
     def rank(self, history: History, filters: Filters) -> tuple[np.ndarray, np.ndarray, bool]:
         """Top-k item indices and scores under the filters; cold start when no known events."""
-        self._check_k(filters.k)
+        self._check(filters)
         if len(history.model_items) == 0:
             return (*self._cold_start(history, filters), True)
         return (*self.rank_many([(history, filters)])[0], False)
@@ -316,7 +329,7 @@ class ServiceState:
         return RecommendResponse(
             user_pseudonym=pseudonym, known_user=known, cold_start=cold,
             history_length=len(history.model_items), items=items, unknown_items=unknown,
-            model=self.model.name, backend=self.backend.name,
+            model=self.model.name, backend=self.backend.name, head=req.head,
             history=self.history_events(history) if req.include_history else None,
         )
 
@@ -327,7 +340,7 @@ class ServiceState:
     async def recommend_batched(self, req: RecommendRequest) -> RecommendResponse:
         """``recommend`` with the model work micro-batched with concurrent requests."""
         history, pseudonym, known, unknown = self.history_for(req)
-        self._check_k(req.k)
+        self._check(req)
         if len(history.model_items) == 0:
             ranked = (*self._cold_start(history, req), True)
         else:
