@@ -97,6 +97,25 @@ def test_next_purchase_targets_skip_views() -> None:
     assert next_purchase_targets(items, types).tolist() == [[6, 9, 9, 9, 0]]
 
 
+def test_seen_offsets_mark_each_item_once_at_its_last_sighting() -> None:
+    from shopseq.models.pointer import SeenOffset, recency_bucket
+
+    offset = SeenOffset()
+    with torch.no_grad():
+        offset.gap_w.copy_(torch.arange(16, dtype=torch.float32))
+    items = torch.tensor([[5, 7, 5, 9, 0, 0], [3, 3, 3, 3, 3, 4]])
+    cols, vals = offset.offsets(items)
+    # row 0, query at position 3: 7 (2 ago), 5 (last seen 1 ago, its first sighting dropped), 9 (now)
+    assert cols[0, 3].tolist() == [0, 7, 5, 9, 0, 0]
+    assert (vals[0, 3] / 10).tolist() == [0, 2, 1, 0, 0, 0]
+    assert cols[0, 1].tolist() == [5, 7, 0, 0, 0, 0]  # nothing after the query
+    assert cols[1, 5].tolist() == [0, 0, 0, 0, 3, 4]
+    at = torch.tensor([3, 5])
+    cols_at, vals_at = offset.offsets(items, at=at)
+    assert torch.equal(cols_at, cols[torch.arange(2), at]) and torch.equal(vals_at, vals[torch.arange(2), at])
+    assert recency_bucket(torch.tensor([0, 7, 8, 15, 16, 1023, 5000])).tolist() == [0, 7, 8, 8, 9, 14, 15]
+
+
 def test_type_metrics_accuracy_and_macro_f1() -> None:
     scores = type_metrics(np.array([0, 0, 3, 3]), np.array([0, 3, 3, 3]))
     assert scores.accuracy == pytest.approx(0.75)

@@ -217,10 +217,8 @@ class SequenceModule(nn.Module):
     def _offset_last(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """``logits`` (B, V) at each row's last event plus the seen-item offsets there."""
         if self.seen_offset is not None:
-            cols, vals = self.seen_offset.offsets(batch.items)
-            rows = torch.arange(len(logits), device=logits.device)
-            last = (batch.lengths - 1).clamp_min(0)
-            logits = logits.scatter_add(1, cols[rows, last], vals[rows, last])
+            cols, vals = self.seen_offset.offsets(batch.items, at=(batch.lengths - 1).clamp_min(0))
+            logits = logits.scatter_add(1, cols, vals)
         logits[:, 0] = float("-inf")
         return logits
 

@@ -116,17 +116,19 @@ class SeenOffset(nn.Module):
         # a bare parameter, zero: no offset until the data says so (init_weights leaves it alone)
         self.gap_w = nn.Parameter(torch.zeros(OFFSET_BUCKETS))
 
-    def offsets(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, L) columns and offsets for query position t of row b over positions k: item_k
-        with the offset of its last sighting up to t (column 0 elsewhere: later positions,
-        padding, and earlier sightings of an item seen again since)."""
+    def offsets(self, items: torch.Tensor, at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns and offsets for query position t of row b over positions k: item_k with the
+        offset of its last sighting up to t (column 0 elsewhere: later positions, padding, and
+        earlier sightings of an item seen again since). (B, L, L) for every t, or (B, L) for the
+        query positions ``at`` (B,)."""
         width = items.shape[1]
         pos = torch.arange(width, device=items.device)
+        t = pos[None, :].expand(len(items), -1) if at is None else at[:, None]  # (B, T) query positions
         same_later = (items[:, :, None] == items[:, None, :]) & (pos[None, :] > pos[:, None])  # (B, k, k')
         next_seen = torch.where(same_later, pos, width).amin(dim=2)  # (B, k)
-        valid = ((pos[None, :] <= pos[:, None])[None] & (items != 0)[:, None, :]
-                 & (next_seen[:, None, :] > pos[None, :, None]))
-        gap = recency_bucket((pos[:, None] - pos[None, :]).clamp_min(0))
-        vals = WEIGHT_SCALE * self.gap_w[gap][None].expand(len(items), -1, -1)
-        cols = torch.where(valid, items[:, None, :].expand(-1, width, -1), torch.zeros_like(items[:, None, :]))
-        return cols, vals * valid
+        valid = ((pos[None, None, :] <= t[:, :, None]) & (items != 0)[:, None, :]
+                 & (next_seen[:, None, :] > t[:, :, None]))
+        vals = WEIGHT_SCALE * self.gap_w[recency_bucket((t[:, :, None] - pos[None, None, :]).clamp_min(0))]
+        cols = torch.where(valid, items[:, None, :], torch.zeros_like(items[:, None, :]))
+        vals = vals * valid
+        return (cols, vals) if at is None else (cols[:, 0], vals[:, 0])

@@ -176,6 +176,8 @@ class SASRecModule(SequenceModule):
     def history_scores(self, batch: Batch) -> torch.Tensor:
         """(B, n_items + 1) next-item logits at each row's last event, with the seen-item offsets
         and the pointer over the history where the model has them."""
+        if self.pointer is None:  # offsets only: the last state suffices
+            return super().history_scores(batch)
         states, last = self._at_last(batch)
         logits = self._offset_last(self.to_output(states[last]) @ self.output_weight().t(), batch)
         if self.pointer is not None:
