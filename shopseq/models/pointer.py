@@ -33,6 +33,17 @@ MAX_GAP = 15  # events ago, the last bucket holds everything older
 WEIGHT_SCALE = 10.0
 
 
+def next_sighting(items: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L): for each position k, the first later position j > k holding the same item (and
+    ``where[b, j]`` true, if given); L where there is none."""
+    width = items.shape[1]
+    pos = torch.arange(width, device=items.device)
+    same = (items[:, :, None] == items[:, None, :]) & (pos[None, :] > pos[:, None])  # (B, k, j)
+    if where is not None:
+        same &= where[:, None, :]
+    return torch.where(same, pos, width).amin(dim=2)
+
+
 class HistoryPointer(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -61,9 +72,7 @@ class HistoryPointer(nn.Module):
         if types is not None:
             cues = cues + self.type_w(types.clamp(0, N_EVENT_TYPES)).squeeze(-1)[:, None, :]
             # bought since: the first purchase of item_k after k, at or before t
-            bought_at = (types == int(EventType.PURCHASE)) & (items != 0)  # (B, j)
-            same = (items[:, :, None] == items[:, None, :]) & bought_at[:, None, :] & (pos[None, :] > pos[:, None])
-            first = torch.where(same, pos, width).amin(dim=2)  # (B, k)
+            first = next_sighting(items, (types == int(EventType.PURCHASE)) & (items != 0))  # (B, k)
             cues = cues + self.bought_w * (first[:, None, :] <= pos[None, :, None])
         s = WEIGHT_SCALE * cues + seq
         valid = (pos[None, :] <= pos[:, None])[None] & (items != 0)[:, None, :]
@@ -124,8 +133,7 @@ class SeenOffset(nn.Module):
         width = items.shape[1]
         pos = torch.arange(width, device=items.device)
         t = pos[None, :].expand(len(items), -1) if at is None else at[:, None]  # (B, T) query positions
-        same_later = (items[:, :, None] == items[:, None, :]) & (pos[None, :] > pos[:, None])  # (B, k, k')
-        next_seen = torch.where(same_later, pos, width).amin(dim=2)  # (B, k)
+        next_seen = next_sighting(items)  # (B, k)
         valid = ((pos[None, None, :] <= t[:, :, None]) & (items != 0)[:, None, :]
                  & (next_seen[:, None, :] > t[:, :, None]))
         vals = WEIGHT_SCALE * self.gap_w[recency_bucket((t[:, :, None] - pos[None, None, :]).clamp_min(0))]

@@ -180,10 +180,9 @@ class SASRecModule(SequenceModule):
             return super().history_scores(batch)
         states, last = self._at_last(batch)
         logits = self._offset_last(self.to_output(states[last]) @ self.output_weight().t(), batch)
-        if self.pointer is not None:
-            scores = self.pointer.scores(states, states, batch.items, batch.types)[last]
-            logits = self.pointer.mix(logits, scores, batch.items)
-            logits[:, 0] = float("-inf")
+        scores = self.pointer.scores(states, states, batch.items, batch.types)[last]
+        logits = self.pointer.mix(logits, scores, batch.items)
+        logits[:, 0] = float("-inf")
         return logits
 
     def next_type_logits(self, batch: Batch) -> torch.Tensor:

@@ -109,12 +109,9 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             else:  # out= / addmm_: no temporaries, no extra pass over grad_w per chunk
                 torch.mm(e, w_mm, out=gh)
                 grad_w.addmm_(e.t(), hc * inv)
-            if pointer:
-                gh.mul_(inv).sub_(weight[tc] * generated)
-                grad_w.index_add_(0, tc, hc * generated, alpha=-1.0)
-            else:
-                gh.mul_(inv).sub_(weight[tc])
-                grad_w.index_add_(0, tc, hc, alpha=-1.0)
+            # the target's own term, scaled by the catalogue's share of the answer under a pointer
+            gh.mul_(inv).sub_(weight[tc] if generated is None else weight[tc] * generated)
+            grad_w.index_add_(0, tc, hc if generated is None else hc * generated, alpha=-1.0)
         ctx.has = (pointer, offsets)
         ctx.save_for_backward(grad_h, grad_w, *((grad_mass, grad_target) if pointer else ()),
                               *((grad_offsets,) if offsets else ()))
