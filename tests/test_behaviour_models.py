@@ -116,6 +116,22 @@ def test_seen_offsets_mark_each_item_once_at_its_last_sighting() -> None:
     assert recency_bucket(torch.tensor([0, 7, 8, 15, 16, 1023, 5000])).tolist() == [0, 7, 8, 8, 9, 14, 15]
 
 
+@pytest.mark.parametrize("with_where", [False, True])
+def test_next_sighting_by_sorting_matches_the_pairwise_definition(with_where: bool) -> None:
+    from shopseq.models.pointer import next_sighting
+
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(0, 6, (64, 17), generator=gen)  # few items: many repeats, padding 0 too
+    where = torch.rand(64, 17, generator=gen) < 0.4 if with_where else None
+    pos = torch.arange(17)
+    same = (items[:, :, None] == items[:, None, :]) & (pos[None, :] > pos[:, None])
+    if where is not None:
+        same &= where[:, None, :]
+    want = torch.where(same, pos, 17).amin(dim=2)
+    assert torch.equal(next_sighting(items, where), want)
+    assert next_sighting(torch.tensor([[4, 2, 4, 4, 2]])).tolist() == [[2, 4, 3, 5, 5]]
+
+
 def test_type_metrics_accuracy_and_macro_f1() -> None:
     scores = type_metrics(np.array([0, 0, 3, 3]), np.array([0, 3, 3, 3]))
     assert scores.accuracy == pytest.approx(0.75)

@@ -453,6 +453,62 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path, ema_epochs:
         tiny_sasrec(seqs.n_items, lr=1e-2).fit(seqs, checkpoint_dir=tmp_path / "ckpt", resume=True)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_our_adamw_matches_torch_adamw_step_for_step(fused: bool) -> None:
+    from shopseq.training.optim import AdamW
+
+    if fused and not hasattr(torch, "_fused_adamw_"):
+        pytest.skip("this torch has no fused AdamW kernel")
+    torch.manual_seed(0)
+    ours_p = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(5))]
+    ref_p = [torch.nn.Parameter(p.detach().clone()) for p in ours_p]
+    ours = AdamW([([ours_p[0]], 0.1), ([ours_p[1]], 0.0)], betas=(0.9, 0.98), fused=fused)
+    ref = torch.optim.AdamW([{"params": [ref_p[0]], "weight_decay": 0.1}, {"params": [ref_p[1]], "weight_decay": 0.0}],
+                            lr=1.0, betas=(0.9, 0.98))
+    for step, lr in enumerate([1e-2, 5e-3, 2e-2, 1e-3]):
+        grads = [torch.randn_like(p) for p in ours_p]
+        for p, q, g in zip(ours_p, ref_p, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        if step == 2:
+            ours_p[1].grad = ref_p[1].grad = None  # a parameter without a gradient is left alone
+        ref.param_groups[0]["lr"] = ref.param_groups[1]["lr"] = lr
+        ours.step(lr)
+        ref.step()
+        for p, q in zip(ours_p, ref_p, strict=True):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+    # its checkpoint tensors restore it exactly
+    again = AdamW([([ours_p[0]], 0.1), ([ours_p[1]], 0.0)], betas=(0.9, 0.98), fused=fused)
+    again.load_state_tensors(ours.state_tensors())
+    assert again.steps == 4
+    torch.testing.assert_close(again.exp_avg_sq[0], ours.exp_avg_sq[0], rtol=0, atol=0)
+
+
+def test_micro_batches_give_the_update_of_the_whole_batch() -> None:
+    seqs = chain_sequences(100)
+    tc = {"epochs": 2, "batch_size": 32, "lr": 5e-3, "warmup_steps": 2, "quiet": True, "threads": 1}
+    # no dropout: the two runs differ only in how a batch is cut
+    whole, split = (SASRec(SASRecConfig(hidden=16, layers=1, heads=1, max_len=12, dropout=0.0,
+                                        train=TrainConfig(**tc, micro_batch=m)), seqs.n_items).fit(seqs)
+                    for m in (None, 5))
+    assert [r["loss"] for r in split.history] == pytest.approx([r["loss"] for r in whole.history], rel=1e-5)
+    for k, v in weights(whole).items():
+        torch.testing.assert_close(weights(split)[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_training_never_imports_torch_dynamo() -> None:
+    """torch.optim's first optimizer imports torch._dynamo and sympy (~70 MB resident): ours must not."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tests.test_training import chain_sequences, tiny_sasrec; "
+            "s = chain_sequences(40); tiny_sasrec(s.n_items, epochs=1).fit(s); "
+            "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_log_is_written_as_csv(tmp_path: Path) -> None:
     path = save_log_csv([{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5, "valid_ndcg@10": 0.1}],
                         tmp_path / "log.csv")

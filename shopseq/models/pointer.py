@@ -35,13 +35,21 @@ WEIGHT_SCALE = 10.0
 
 def next_sighting(items: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
     """(B, L): for each position k, the first later position j > k holding the same item (and
-    ``where[b, j]`` true, if given); L where there is none."""
+    ``where[b, j]`` true, if given); L where there is none.
+
+    Sorted, not compared pairwise: positions ordered by (item, position), each takes the least
+    candidate after it in that order; a candidate of a later item is larger than any of its own
+    item's (the item id is the high part of the key), so it reads as "none". O(L log L) per row
+    instead of an (L, L) matrix: scoring with seen offsets spent 6 ms of 100 on the matrix's amin."""
     width = items.shape[1]
-    pos = torch.arange(width, device=items.device)
-    same = (items[:, :, None] == items[:, None, :]) & (pos[None, :] > pos[:, None])  # (B, k, j)
-    if where is not None:
-        same &= where[:, None, :]
-    return torch.where(same, pos, width).amin(dim=2)
+    order = (items.long() * width + torch.arange(width, device=items.device)).argsort(dim=1)
+    group = items.long().gather(1, order) * (width + 1)
+    candidate = order if where is None else torch.where(where.gather(1, order), order, width)
+    # the least key strictly after each sorted position: a reverse running minimum, shifted by one
+    after = torch.cat([group[:, 1:] + candidate[:, 1:], torch.full_like(group[:, :1], torch.iinfo(torch.long).max)], 1)
+    least = torch.flip(torch.cummin(torch.flip(after, [1]), dim=1).values, [1])
+    found = (least - group).clamp(0, width)  # a later item's key lands past width: none
+    return torch.empty_like(found).scatter_(1, order, found)
 
 
 class HistoryPointer(nn.Module):

@@ -7,21 +7,27 @@ says which plots it could not draw.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-try:  # optional: reports degrade to tables without it
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+@functools.cache
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None without the extra; imported on first plot, so
+    the processes that only train (the benchmarks measure their peak memory) never load it."""
+    try:
+        import matplotlib
 
-    HAVE_MPL = True
-except ImportError:  # pragma: no cover - exercised only without the extra
-    HAVE_MPL = False
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        return None
+    return plt
+
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -79,8 +85,8 @@ class HtmlReport:
 
     def line_plot(self, title: str, x: Sequence[float], series: dict[str, Sequence[float]], xlabel: str,
                   ylabel: str) -> HtmlReport:
-        if not HAVE_MPL:
-            return self.paragraph(f"[plot '{title}' needs matplotlib: pip install 'shopseq[plots]']", note=True)
+        if (plt := _pyplot()) is None:
+            return self._no_plot(title)
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for name, ys in series.items():
             ax.plot(list(x)[: len(ys)], list(ys), marker="o", markersize=3, label=name)
@@ -93,8 +99,8 @@ class HtmlReport:
     def reliability_plot(self, title: str, tables: dict[str, Sequence[dict[str, float]]]) -> HtmlReport:
         """Observed rate against mean predicted probability per bin (``reliability_table`` rows), one
         line per model, with the diagonal of perfect calibration."""
-        if not HAVE_MPL:
-            return self.paragraph(f"[plot '{title}' needs matplotlib: pip install 'shopseq[plots]']", note=True)
+        if (plt := _pyplot()) is None:
+            return self._no_plot(title)
         fig, ax = plt.subplots(figsize=(4.6, 4.2))
         top = max([r["predicted"] for rows in tables.values() for r in rows]
                   + [r["observed"] for rows in tables.values() for r in rows] + [1e-3])
@@ -108,8 +114,8 @@ class HtmlReport:
 
     def bar_plot(self, title: str, labels: Sequence[str], values: dict[str, Sequence[float]]) -> HtmlReport:
         """Grouped bars: one group per label, one bar per series (e.g. metric per model)."""
-        if not HAVE_MPL:
-            return self.paragraph(f"[plot '{title}' needs matplotlib: pip install 'shopseq[plots]']", note=True)
+        if (plt := _pyplot()) is None:
+            return self._no_plot(title)
         fig, ax = plt.subplots(figsize=(7, 3.6))
         n = max(len(values), 1)
         width = 0.8 / n
@@ -121,11 +127,14 @@ class HtmlReport:
         ax.legend()
         return self._figure(fig)
 
+    def _no_plot(self, title: str) -> HtmlReport:
+        return self.paragraph(f"[plot '{title}' needs matplotlib: pip install 'shopseq[plots]']", note=True)
+
     def _figure(self, fig: Any) -> HtmlReport:
         buf = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
+        _pyplot().close(fig)
         data = base64.b64encode(buf.getvalue()).decode()
         self.parts.append(f'<img alt="plot" src="data:image/png;base64,{data}">')
         return self

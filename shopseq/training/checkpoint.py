@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["Checkpoint", "load_checkpoint", "optimizer_from_flat", "optimizer_to_flat", "save_checkpoint"]
+__all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
 
 META_FILE = "checkpoint.json"
 _TENSOR_FILE = re.compile(r"state-[A-Za-z0-9_-]{1,64}\.safetensors")
@@ -71,31 +71,3 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         raise ValueError(f"{path}: bad tensor file name {name!r} (expected state-<tag>.safetensors in the same folder)")
     tensors = load_file(str(Path(directory) / name))
     return Checkpoint(tensors, meta)
-
-
-def optimizer_to_flat(optimizer: torch.optim.Optimizer, prefix: str = "optim.") -> tuple[
-        dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's state_dict split into named tensors and JSON-able param groups."""
-    sd = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                        prefix: str = "optim.") -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith(prefix):
-            pid, key = name[len(prefix):].split(".", 1)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, extra in meta.get("scalars", {}).items():
-        state.setdefault(int(pid), {}).update(extra)
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})

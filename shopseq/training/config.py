@@ -23,6 +23,9 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(128, ge=1, description="users (windows with all_windows) per batch")
     batch_targets: int | None = Field(None, ge=1, description="cut batches by next-event targets instead: about "
                                       "this many per batch, however many windows that takes (batch_size unused)")
+    micro_batch: int | None = Field(None, ge=1, description="rows per forward/backward pass: a batch's gradients "
+                                    "accumulate over its micro-batches (the same update as one pass, up to dropout "
+                                    "noise), so peak activation memory falls by about batch / micro_batch")
     all_windows: bool = Field(False, description="train on every event of long histories (tiled windows), "
                                                   "not only the last max_len")
     window_stride: int | None = Field(None, ge=1, description="with all_windows: events between window ends; "

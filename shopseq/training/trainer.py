@@ -22,13 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shopseq.training.batching import Batch, LengthBatcher
-from shopseq.training.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    save_checkpoint,
-)
+from shopseq.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from shopseq.training.config import TrainConfig
 from shopseq.training.distributed import DistContext, init_from_env
 from shopseq.training.losses import (
@@ -40,6 +34,7 @@ from shopseq.training.losses import (
     sampled_softmax,
     uniform_negatives,
 )
+from shopseq.training.optim import AdamW
 
 __all__ = ["Trainable", "Trainer", "lr_factor", "save_log_csv", "set_threads"]
 
@@ -79,6 +74,13 @@ def lr_factor(step: int, total: int, config: TrainConfig, warmup: int | None = N
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _micro_batches(rows: np.ndarray, size: int | None) -> list[np.ndarray]:
+    """``rows`` in parts of at most ``size`` (all of it when None); none when empty."""
+    if not len(rows):
+        return []
+    return np.array_split(rows, -(-len(rows) // (size or len(rows))))
 
 
 def _swap_in(params: list[nn.Parameter], values: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -153,14 +155,11 @@ class Trainer:
         self.beta = gbce_beta(config.n_negatives, n_items, config.gbce_t)
 
     # -- pieces ---------------------------------------------------------------------------
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _optimizer(self) -> AdamW:
         # no weight decay on biases and LayerNorm gains
         decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() >= 2]
         rest = [p for p in self.module.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
-                  {"params": rest, "weight_decay": 0.0}]
-        # fused: one kernel per tensor (3.5x faster than the foreach default on CPU)
-        return torch.optim.AdamW(groups, lr=self.lr, betas=self.config.betas, fused=True)
+        return AdamW([(decay, self.config.weight_decay), (rest, 0.0)], betas=self.config.betas)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         model: Trainable = self.module  # type: ignore[assignment]
@@ -197,7 +196,6 @@ class Trainer:
         steps_per_epoch = max(len(self.batcher), 1)
         total_steps = c.epochs * steps_per_epoch
         warmup = min(c.warmup_steps, steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, c, warmup))
         best_metric, best_epoch, bad_epochs, start = -math.inf, 0, 0, 1
         best_state: dict[str, torch.Tensor] | None = None
         params = [p for p in self.module.parameters() if p.requires_grad]
@@ -217,8 +215,7 @@ class Trainer:
                 self.module.load_state_dict({k[6:]: v for k, v in ckpt.tensors.items() if k.startswith("model.")})
                 if ema is not None:
                     ema = [ckpt.tensors[f"ema.{i}"].clone() for i in range(len(ema))]
-                optimizer_from_flat(optimizer, ckpt.tensors, m["optimizer"])
-                scheduler.load_state_dict(m["scheduler"])
+                optimizer.load_state_tensors(ckpt.tensors)  # its step count places the schedule
                 torch.set_rng_state(ckpt.tensors["rng.torch"])
                 rng.bit_generator.state = m["numpy_rng"]
                 best_metric = -math.inf if m["best_metric"] is None else m["best_metric"]
@@ -233,25 +230,26 @@ class Trainer:
             self.module.train()
             t0 = time.perf_counter()
             loss_sum, n_targets = 0.0, 0
+            lr = self.lr * lr_factor(optimizer.steps, total_steps, c, warmup)
             bar = tqdm(self.batcher.plan(rng), total=steps_per_epoch, desc=f"{self.desc} {epoch}/{c.epochs}",
                        disable=True if c.quiet or not main else None, leave=False, unit="batch")  # None: tty only
             for rows in bar:
                 rows = ctx.shard(rows)  # this rank's part of the global batch (all of it in one process)
-                optimizer.zero_grad(set_to_none=True)
-                if len(rows):
-                    total, n = self._loss(self.batcher.make(rows))
-                    (total / self.norm).backward()
-                else:  # a last batch smaller than the world: this rank only joins the all-reduce
-                    total, n = torch.zeros(()), 0
+                optimizer.zero_grad()
+                # a rank with no rows (a last batch smaller than the world) only joins the all-reduce
+                value, n = 0.0, 0
+                for part in _micro_batches(rows, c.micro_batch):
+                    total, k = self._loss(self.batcher.make(part))
+                    (total / self.norm).backward()  # the loss is a sum over targets: parts add up exactly
+                    value, n = value + float(total.detach()), n + k
                 ctx.average_gradients(self.module)
                 if c.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.module.parameters(), c.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                lr = self.lr * lr_factor(optimizer.steps, total_steps, c, warmup)
+                optimizer.step(lr)
                 if ema is not None:
                     with torch.no_grad():
                         torch._foreach_lerp_(ema, [p.detach() for p in params], ema_rate)
-                value = float(total.detach())
                 if not math.isfinite(value):
                     raise FloatingPointError(f"loss became {value} in epoch {epoch}; lower lr or set grad_clip")
                 loss_sum += value
@@ -261,7 +259,7 @@ class Trainer:
             seconds = time.perf_counter() - t0
             loss_sum, n_targets = ctx.sum(loss_sum, n_targets)
             row: dict[str, Any] = {"epoch": epoch, "loss": loss_sum / max(n_targets, 1), "seconds": round(seconds, 3),
-                                   "lr": optimizer.param_groups[0]["lr"], "targets_per_s": round(n_targets / seconds)}
+                                   "lr": lr, "targets_per_s": round(n_targets / seconds)}
 
             stop = False
             if self.validate is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
@@ -290,12 +288,11 @@ class Trainer:
                 meta = {"config": c.model_dump(mode="json"), "epoch": epoch,
                         "best_metric": best_metric if math.isfinite(best_metric) else None,
                         "best_epoch": best_epoch, "bad_epochs": bad_epochs, "stopped": stop,
-                        "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state, "log": self.log}
+                        "numpy_rng": rng.bit_generator.state, "log": self.log}
                 tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
                 if best_state is not None:
                     tensors.update({f"best.{k}": v for k, v in best_state.items()})
-                opt_tensors, meta["optimizer"] = optimizer_to_flat(optimizer)
-                tensors.update(opt_tensors)
+                tensors.update(optimizer.state_tensors())
                 tensors["rng.torch"] = torch.get_rng_state()
                 if ema is not None:
                     tensors.update({f"ema.{i}": t for i, t in enumerate(ema)})
