@@ -96,10 +96,12 @@ def main() -> None:
     data_seconds = time.perf_counter() - started
     data_peak = peak_rss_mb()  # how much of the peak is ingest (DuckDB) rather than training
 
-    spec = {**MODELS[args.model], **json.loads(args.settings)}
+    overrides = json.loads(args.settings)
+    spec = {**MODELS[args.model], **overrides}
+    # train settings merge key by key: an override of one (micro_batch) keeps the model's others (batch_targets)
     spec["train"] = {"batch_size": 256, "loss": "ce", "epochs": args.epochs, "patience": args.patience,
-                     "monitor": "ndcg@10", "all_windows": True, "quiet": True,
-                     "threads": args.threads or None, **spec.get("train", {})}
+                     "monitor": "ndcg@10", "all_windows": True, "quiet": True, "threads": args.threads or None,
+                     **MODELS[args.model].get("train", {}), **overrides.get("train", {})}
     config = model_from_dict(spec, args.seed)
     model = build_model(config, seqs.n_items)
     valid_curve: list[float] = []
