@@ -64,3 +64,21 @@ def test_time_to_reach_a_score_and_pair_checks(tmp_path: Path) -> None:
     c.write_text("u1\ti1\nu2\ti3\n")
     assert bench_peers.same_pairs(a, b) == (True, 2)
     assert bench_peers.same_pairs(a, c)[0] is False
+
+
+def test_goal_table_picks_the_run_meeting_most_goals_at_equal_quality() -> None:
+    from shopseq.benchmarking import BenchRecord, peer_goal_table
+
+    def ratio(ndcg: float, epoch: float, best: float | None, evals: float, memory: float, label: str) -> BenchRecord:
+        return BenchRecord(bench="peers", dataset="beauty", model="sasrec", variant=f"ratio shopseq{label} / recbole",
+                           metrics={"ndcg@10": ndcg}, timing={"epoch_speedup": epoch, "time_to_peer_best_speedup": best,
+                                                              "test_eval_speedup": evals, "memory_ratio": memory})
+
+    rows = [ratio(0.9, 50, 50, 50, 0.1, " worse"),  # newest first; below the peer's quality: never chosen
+            ratio(1.0, 6, None, 12, 0.4, " fast"), ratio(1.2, 4, 6, 3, 0.6, " old"),
+            BenchRecord(bench="peers", dataset="beauty", model="sasrec", variant="RecBole 1.2.1")]
+    table = peer_goal_table(rows)
+    body = [line for line in table if line.startswith("| beauty")]
+    assert len(body) == 1 and "shopseq fast" in body[0] and "worse" not in body[0]
+    assert body[0].count("NOT met") == 1 and "n/a NOT met" in body[0]  # no time-to-best: not met
+    assert peer_goal_table(rows[:1]) == []
