@@ -24,6 +24,7 @@ with an error instead of hanging. How the work is split (see ``Trainer``):
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 from dataclasses import dataclass
@@ -107,4 +108,12 @@ def init_from_env(timeout_s: float | None = None) -> DistContext:
         seconds = timeout_s if timeout_s is not None else float(os.environ.get("SHOPSEQ_DIST_TIMEOUT", "120"))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=dt.timedelta(seconds=seconds))
+        # Tear the group down while the interpreter is still whole: left to finalisation, gloo's
+        # worker threads can abort the process ("terminate called without an active exception")
+        atexit.register(_destroy_group)
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
