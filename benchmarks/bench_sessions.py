@@ -32,6 +32,7 @@ from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
 from shopseq.data.vocab import Vocabulary
 from shopseq.evaluation import EvalConfig, evaluate
+from shopseq.models.blend import Blend, BlendConfig
 from shopseq.models.registry import build_model, default_config
 from shopseq.runs.experiment import model_from_dict
 
@@ -153,6 +154,10 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", default="{}",
                         help='JSON overrides of the neural models\' config, e.g. \'{"train": {"lr": 0.003}}\'')
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--blend", default=None, metavar="BASELINE",
+                        help="also report each neural model mixed with this baseline (e.g. itemknn), the "
+                             "mixture weight chosen on the validation clicks (models.blend)")
+    parser.add_argument("--blend-monitor", default="hr@20", help="validation metric the blend weight maximises")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     command = "python benchmarks/bench_sessions.py " + " ".join(sys.argv[1:])
@@ -179,26 +184,40 @@ def main() -> None:
             else:  # baselines (markov, pop) have nothing to early-stop
                 model.fit(train)
             train_seconds = time.perf_counter() - started
-            result = evaluate(model, test, eval_config)
-            p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
             per_epoch = [r["seconds"] for r in getattr(model, "history", [])]
-            published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items()) or "none"
-            print(f"{dataset} {name}: P@20 {p20:.2f}, MRR@20 {mrr20:.2f} (published: {published}); "
-                  f"{len(per_epoch)} epochs, {train_seconds:.0f} s, eval {result.seconds:.1f} s", flush=True)
-            if not args.no_record:
-                append_record(BenchRecord(
-                    bench="sessions-gcegnn", dataset=dataset, model=name,
-                    variant=label if neural else "baseline",
-                    counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": n_items,
-                            "test_prefixes": test.n_users},
-                    protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
-                              "early_stopping": "valid MRR@20 on the last click of 5% of training sessions",
-                              "published": {k: {"P@20": p, "MRR@20": m} for k, (p, m) in PUBLISHED[dataset].items()}},
-                    metrics={"P@20": round(p20, 2), "MRR@20": round(mrr20, 2)},
-                    timing={"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 1),
-                            "epochs": len(per_epoch), "train_seconds": round(train_seconds, 1),
-                            "eval_seconds": round(result.seconds, 1), "peak_rss_mb": round(peak_rss_mb())},
-                    seed=args.seed, command=command))
+            timing = {"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 1),
+                      "epochs": len(per_epoch), "train_seconds": round(train_seconds, 1)}
+            runs = [(model, name, label if neural else "baseline", {})]
+            if neural and args.blend:
+                started = time.perf_counter()
+                partner = build_model(model_from_dict({"model": args.blend}, args.seed), n_items).fit(train)
+                blend = Blend.from_members([model, partner], BlendConfig(
+                    members=[model.config, partner.config], monitor=args.blend_monitor, filter_seen=False))
+                blend.choose_weights(valid)
+                print(f"{dataset} {name} + {args.blend}: weights {blend.weights} "
+                      f"({time.perf_counter() - started:.0f} s to fit the partner and choose them)", flush=True)
+                runs.append((blend, f"{name}+{args.blend}", f"{label} + {args.blend} blend",
+                             {"blend": {"weights": blend.weights, "chosen_on": f"valid {args.blend_monitor}",
+                                        "tuning": blend.tuning}}))
+            for scored, model_name, variant, extra in runs:
+                result = evaluate(scored, test, eval_config)
+                p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
+                published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items()) or "none"
+                print(f"{dataset} {model_name}: P@20 {p20:.2f}, MRR@20 {mrr20:.2f} (published: {published}); "
+                      f"{len(per_epoch)} epochs, {train_seconds:.0f} s, eval {result.seconds:.1f} s", flush=True)
+                if not args.no_record:
+                    append_record(BenchRecord(
+                        bench="sessions-gcegnn", dataset=dataset, model=model_name, variant=variant,
+                        counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": n_items,
+                                "test_prefixes": test.n_users},
+                        protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
+                                  "early_stopping": "valid MRR@20 on the last click of 5% of training sessions",
+                                  "published": {k: {"P@20": p, "MRR@20": m}
+                                                for k, (p, m) in PUBLISHED[dataset].items()}, **extra},
+                        metrics={"P@20": round(p20, 2), "MRR@20": round(mrr20, 2)},
+                        timing={**timing, "eval_seconds": round(result.seconds, 1),
+                                "peak_rss_mb": round(peak_rss_mb())},
+                        seed=args.seed, command=command))
     if not args.no_record:
         write_markdown()
 

@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
@@ -113,6 +113,9 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]]
+    # what ``score`` returns: softmax logits, or non-negative weights (counts, votes, probabilities)
+    # that a mixture normalises by their sum (models.blend)
+    score_kind: ClassVar[Literal["logits", "weights"]] = "logits"
 
     def __init__(self, config: ModelConfig, n_items: int) -> None:
         self.config = config

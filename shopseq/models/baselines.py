@@ -50,6 +50,8 @@ HOUR_MS = 3_600_000
 class _Baseline(Recommender):
     """Popularity counts, the fitted check, ``encode`` and (de)serialisation helpers."""
 
+    score_kind = "weights"
+
     def __init__(self, config: ModelConfig, n_items: int) -> None:
         super().__init__(config, n_items)
         self.counts: np.ndarray | None = None  # int64 (n_items + 1,): training events per item

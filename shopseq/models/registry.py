@@ -12,7 +12,7 @@ MODELS: dict[str, type[Recommender]] = {}
 T = TypeVar("T", bound=type[Recommender])
 # modules that define (and register) models: imported on first use so `import shopseq` stays light
 _MODEL_MODULES = ("shopseq.models.baselines", "shopseq.models.sasrec", "shopseq.models.bert4rec",
-                  "shopseq.models.gru4rec")
+                  "shopseq.models.gru4rec", "shopseq.models.blend")
 
 
 def register(cls: T) -> T:

@@ -1,0 +1,182 @@
+"""A mixture of recommenders: ``p(item) = sum_m w_m p_m(item)``, weights chosen on validation data.
+
+Models that learn different things make different mistakes: a neural sequence model and the
+session item-kNN (co-clicks within a few events, ``baselines.ItemKNN``) are a classic pair for
+session data (see BENCHMARKS.md, sessions-gcegnn). Each member's scores become
+a distribution over the catalogue first: neural members' scores are logits (softmax), the
+baselines' are non-negative votes or counts (divided by their row sum; see ``Recommender.score_kind``).
+The mixture is taken in probability space, so an item one member has never seen together with the
+history still gets the other member's mass, and ``score`` returns ``log p``.
+
+    blend = Blend(BlendConfig(members=[{"model": "sasrec", "pointer": True}, {"model": "itemknn"}]), n_items)
+    blend.fit(train, valid)          # each member on train; the weights on valid (grid, ``monitor``)
+    blend.weights                    # e.g. [0.7, 0.3]
+
+or, for members already trained elsewhere, ``Blend.from_members([sasrec, knn], config)`` and then
+``choose_weights(valid)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal, Self
+
+import numpy as np
+import torch
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
+
+from shopseq.data.sequences import Sequences
+from shopseq.data.splits import EvalSet
+from shopseq.models.base import Histories, ModelConfig, Recommender
+from shopseq.models.registry import build_model, default_config, register
+
+__all__ = ["Blend", "BlendConfig", "probabilities"]
+
+GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))  # weight of the second member when tuned
+
+
+class BlendConfig(ModelConfig):
+    model: Literal["blend"] = "blend"
+    members: list[SerializeAsAny[ModelConfig]] = Field(
+        min_length=2, description='member configs, each like {"model": "itemknn", ...}')
+    weights: list[float] | None = Field(None, description="mixture weights (normalised to sum 1); None = "
+                                        "chosen on the validation set (two members only)")
+    monitor: str = Field("mrr@20", description="validation metric the weights (and neural members' early "
+                         "stopping, unless their train.monitor says otherwise) maximise")
+    filter_seen: bool = Field(False, description="validate with the history's items removed from the ranking "
+                              "(match the protocol you report)")
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _typed_members(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [m if isinstance(m, ModelConfig) else default_config(m.get("model", "sasrec"),
+                                                                    **{k: v for k, v in m.items() if k != "model"})
+                for m in value]
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> Self:
+        if self.weights is None:
+            if len(self.members) != 2:
+                raise ValueError("weights can be chosen on validation data for two members; give weights for more")
+        elif len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0:
+            raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum")
+        if any(isinstance(m, BlendConfig) for m in self.members):
+            raise ValueError("a blend cannot be a member of a blend")
+        return self
+
+
+def probabilities(model: Recommender, histories: Histories) -> torch.Tensor:
+    """(B, n_items + 1) float32 rows summing to 1 over the real items (column 0 is 0)."""
+    scores = model.score(histories).float()
+    if model.score_kind == "logits":
+        scores[:, 0] = -torch.inf
+        return torch.softmax(scores, dim=1)
+    scores[:, 0] = 0.0
+    scores.clamp_(min=0.0)
+    return scores / scores.sum(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny)
+
+
+@register
+class Blend(Recommender):
+    name = "blend"
+    config_class = BlendConfig
+    config: BlendConfig
+
+    def __init__(self, config: BlendConfig, n_items: int) -> None:
+        super().__init__(config, n_items)
+        self.members = [build_model(m, n_items) for m in config.members]
+        self.weights = self._normalised(config.weights) if config.weights is not None else None
+        self.tuning: list[dict[str, float]] = []  # (weight, metric) of each grid point tried
+
+    @classmethod
+    def from_members(cls, members: list[Recommender], config: BlendConfig | None = None) -> Blend:
+        """A blend of members already trained (their configs are taken from them)."""
+        n_items = {m.n_items for m in members}
+        if len(n_items) != 1:
+            raise ValueError(f"members know different numbers of items: {sorted(n_items)}")
+        fields = (config.model_dump(exclude={"members", "model"}) if config else {})
+        blend = cls(BlendConfig(members=[m.config for m in members], **fields), n_items.pop())
+        blend.members = list(members)
+        return blend
+
+    @staticmethod
+    def _normalised(weights: list[float]) -> list[float]:
+        total = float(sum(weights))
+        return [float(w) / total for w in weights]
+
+    @property
+    def max_len(self) -> int:
+        return max(m.max_len for m in self.members)
+
+    def _eval_config(self, monitor: str) -> Any:
+        from shopseq.evaluation import EvalConfig  # lazy: evaluation imports models
+
+        k = int(monitor.split("@")[1]) if "@" in monitor else 10
+        return EvalConfig(ks=(k,), filter_seen=self.config.filter_seen, exact_ranks="@" not in monitor)
+
+    def fit(self, train: Sequences, valid: EvalSet | None = None) -> Self:
+        from shopseq.evaluation import evaluate
+
+        for member in self.members:
+            if valid is not None and "validate" in inspect.signature(member.fit).parameters:
+                monitor = getattr(getattr(member.config, "train", None), "monitor", self.config.monitor)
+                config = self._eval_config(monitor)
+                member.fit(train, valid, validate=lambda m=member, c=config: {
+                    k: float(v) for k, v in evaluate(m, valid, c).metrics.items()})
+            else:
+                member.fit(train, valid)
+        if self.weights is None:
+            if valid is None:
+                raise ValueError("a blend without weights needs validation data to choose them")
+            self.choose_weights(valid)
+        return self
+
+    def choose_weights(self, valid: EvalSet) -> list[float]:
+        """The grid point (weight of the second member 0, 0.1, ..., 1) with the best ``monitor`` on
+        ``valid``; ties go to the smaller second weight."""
+        from shopseq.evaluation import evaluate
+
+        config = self._eval_config(self.config.monitor)
+        self.tuning = []
+        for w in GRID:
+            self.weights = [1.0 - float(w), float(w)]
+            metrics = evaluate(self, valid, config).metrics
+            self.tuning.append({"weight": float(w), **{k: round(float(v), 5) for k, v in metrics.items()
+                                                       if k.split("@")[0] in ("hr", "mrr", "ndcg")}})
+        best = max(self.tuning, key=lambda r: r[self.config.monitor])  # first of equals: the smaller weight
+        self.weights = [1.0 - best["weight"], best["weight"]]
+        return self.weights
+
+    def _weights(self) -> list[float]:
+        if self.weights is None:
+            raise RuntimeError("the blend has no weights yet: fit it, or call choose_weights")
+        return self.weights
+
+    def score(self, histories: Histories) -> torch.Tensor:
+        mix: torch.Tensor | None = None
+        with torch.no_grad():
+            for w, member in zip(self._weights(), self.members, strict=True):
+                if w == 0.0:
+                    continue
+                part = probabilities(member, histories).mul_(w)
+                mix = part if mix is None else mix.add_(part)
+        assert mix is not None  # weights sum to 1
+        return torch.log(mix.clamp_(min=torch.finfo(torch.float32).tiny))
+
+    def encode(self, histories: Histories) -> np.ndarray:
+        """The first member's user vectors (a mixture has no space of its own)."""
+        return self.members[0].encode(histories)
+
+    def state(self) -> dict[str, np.ndarray]:
+        tensors = {"weights": np.asarray(self._weights(), dtype=np.float64)}
+        for i, member in enumerate(self.members):
+            tensors |= {f"m{i}.{k}": v for k, v in member.state().items()}
+        return tensors
+
+    def load_state(self, tensors: dict[str, np.ndarray]) -> None:
+        self.weights = [float(w) for w in tensors["weights"]]
+        for i, member in enumerate(self.members):
+            prefix = f"m{i}."
+            member.load_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
