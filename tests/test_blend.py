@@ -1,0 +1,114 @@
+"""models.blend: the model contract, mixing in probability space, weights chosen on validation,
+and a mixture that beats both of its members on data with two patterns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from contract import check_recommender_contract, shop_split
+from pydantic import ValidationError
+from test_baselines import seqs_from_lists
+
+from shopseq.data.splits import LeaveOneOutSplit
+from shopseq.evaluation import EvalConfig, evaluate
+from shopseq.models.base import Histories
+from shopseq.models.baselines import Markov, MarkovConfig, Repeat, RepeatConfig
+from shopseq.models.blend import Blend, BlendConfig, probabilities
+from shopseq.models.registry import build_model
+from shopseq.models.sasrec import SASRec, SASRecConfig
+from shopseq.training import TrainConfig
+
+
+def two_pattern_sequences(n_users: int = 1500, n_items: int = 200, seed: int = 0):
+    """40% of the steps go to the next item id (a chain: Markov's pattern), 30% back to an item
+    clicked 2-8 steps earlier (a repeat: Repeat's pattern), 30% to a random item, so that what a
+    repeat returns to is not a function of the last item, and Markov cannot learn it."""
+    rng = np.random.default_rng(seed)
+    users = []
+    for _ in range(n_users):
+        seq = [int(rng.integers(1, n_items + 1))]
+        for _ in range(int(rng.integers(10, 20))):
+            u = rng.random()
+            if u < 0.4 or len(seq) < 3:
+                seq.append(seq[-1] % n_items + 1)
+            elif u < 0.7:
+                seq.append(seq[-int(rng.integers(2, min(8, len(seq)) + 1))])
+            else:
+                seq.append(int(rng.integers(1, n_items + 1)))
+        users.append(seq)
+    return seqs_from_lists(users, n_items)
+
+
+def test_contract_with_fixed_weights(tmp_path: Path) -> None:
+    split = shop_split()
+    config = BlendConfig(members=[{"model": "markov"}, {"model": "itemknn"}], weights=[3, 1])
+    model = check_recommender_contract(lambda: build_model(config, split.train.n_items), split.train, split.test,
+                                       tmp_path=tmp_path, atol=1e-6)
+    assert model.weights == [0.75, 0.25]
+
+
+def test_probabilities_sum_to_one_for_logits_and_for_counts() -> None:
+    split = shop_split()
+    h = Histories.from_eval_set(split.test, 20, np.arange(16))
+    markov = Markov(MarkovConfig(), split.train.n_items).fit(split.train)
+    sasrec = SASRec(SASRecConfig(hidden=16, layers=1, max_len=20, train=TrainConfig(epochs=1, quiet=True)),
+                    split.train.n_items)  # untrained logits are logits all the same
+    for model in (markov, sasrec):
+        p = probabilities(model, h)
+        assert (p[:, 0] == 0).all() and (p >= 0).all()
+        torch.testing.assert_close(p.sum(dim=1), torch.ones(len(p)), atol=1e-5, rtol=0)
+    # the mixture's log-probabilities are exactly the weighted sum of the members' distributions
+    blend = Blend.from_members([markov, sasrec], BlendConfig(members=[markov.config, sasrec.config], weights=[1, 1]))
+    expected = 0.5 * probabilities(markov, h) + 0.5 * probabilities(sasrec, h)
+    torch.testing.assert_close(blend.score(h)[:, 1:].exp(), expected[:, 1:], atol=1e-6, rtol=1e-4)
+
+
+def test_tuned_mixture_beats_both_members_on_two_patterns() -> None:
+    split = LeaveOneOutSplit().split(two_pattern_sequences())
+    config = BlendConfig(members=[{"model": "markov"}, {"model": "repeat"}], monitor="hr@5")
+    blend = Blend(config, split.train.n_items).fit(split.train, split.valid)
+    assert len(blend.tuning) == 11 and 0.0 < blend.weights[1] < 1.0  # neither member alone was best
+    ec = EvalConfig(ks=(5,), filter_seen=False)
+    hr = {name: evaluate(model, split.test, ec).metrics["hr@5"]
+          for name, model in (("markov", blend.members[0]), ("repeat", blend.members[1]), ("blend", blend))}
+    assert hr["blend"] > max(hr["markov"], hr["repeat"]) + 0.1, hr
+    # the grid's ends are the members themselves: the chosen point is at least as good as either
+    by_weight = {r["weight"]: r["hr@5"] for r in blend.tuning}
+    assert max(by_weight.values()) == by_weight[blend.weights[1]]
+    assert by_weight[blend.weights[1]] >= max(by_weight[0.0], by_weight[1.0])
+
+
+def test_members_already_trained_and_a_neural_member_that_early_stops() -> None:
+    split = LeaveOneOutSplit().split(two_pattern_sequences(n_users=400))
+    n = split.train.n_items
+    sasrec = SASRec(SASRecConfig(hidden=16, layers=1, max_len=20,
+                                 train=TrainConfig(epochs=2, quiet=True, threads=1, monitor="hr@10")), n)
+    config = BlendConfig(members=[sasrec.config, RepeatConfig()], monitor="hr@10")
+    blend = Blend(config, n)
+    blend.members[0] = sasrec
+    blend.fit(split.train, split.valid)
+    assert [r["epoch"] for r in sasrec.history] == [1, 2]
+    assert "valid_hr@10" in sasrec.history[-1]  # validated under the blend's protocol
+    reused = Blend.from_members([sasrec, Repeat(RepeatConfig(), n).fit(split.train)], BlendConfig(
+        members=config.members, monitor="hr@10"))
+    assert reused.choose_weights(split.valid) == blend.weights
+
+
+def test_bad_configs_are_refused_with_reasons() -> None:
+    with pytest.raises(ValidationError, match="two members"):
+        BlendConfig(members=[{"model": "pop"}, {"model": "markov"}, {"model": "repeat"}])
+    with pytest.raises(ValidationError, match="non-negative"):
+        BlendConfig(members=[{"model": "pop"}, {"model": "markov"}], weights=[1.0])
+    with pytest.raises(ValidationError, match="member of a blend"):
+        BlendConfig(members=[{"model": "pop"}, {"model": "blend", "members": [{"model": "pop"}, {"model": "markov"}],
+                                                "weights": [1, 1]}], weights=[1, 1])
+    with pytest.raises(ValidationError, match="at least 2"):
+        BlendConfig(members=[{"model": "pop"}])
+    with pytest.raises(ValueError, match="unknown model"):
+        BlendConfig(members=[{"model": "pop"}, {"model": "nope"}])
+    train = shop_split().train
+    with pytest.raises(ValueError, match="validation data"):
+        Blend(BlendConfig(members=[{"model": "pop"}, {"model": "markov"}]), train.n_items).fit(train)
