@@ -9,6 +9,7 @@ import pytest
 import torch
 from contract import check_recommender_contract, shop_split
 
+from shopseq.data.schema import EventType
 from shopseq.data.sequences import Sequences
 from shopseq.data.vocab import Vocabulary
 from shopseq.evaluation import EvalConfig, evaluate
@@ -16,6 +17,7 @@ from shopseq.models import registry
 from shopseq.models.base import Histories, Recommender
 from shopseq.models.baselines import (
     CSR,
+    CartFirst,
     ItemKNN,
     ItemKNNConfig,
     Markov,
@@ -24,7 +26,7 @@ from shopseq.models.baselines import (
     Repeat,
 )
 
-BASELINES: dict[str, type[Recommender]] = {c.name: c for c in (Pop, PopRecent, Markov, ItemKNN, Repeat)}
+BASELINES: dict[str, type[Recommender]] = {c.name: c for c in (Pop, PopRecent, Markov, ItemKNN, Repeat, CartFirst)}
 DAY = 86_400_000
 
 
@@ -146,6 +148,21 @@ def test_repeat_ranks_own_items_by_recency_weighted_frequency() -> None:
     # everything in the history beats any popular item, even the oldest event of a full window
     long = [3] + [6] * 49
     assert top(build("repeat", 6, max_len=50).fit(train), long, 2) == [6, 3]
+
+
+def test_cartfirst_puts_open_carts_first_then_the_history_by_recency() -> None:
+    v, c, p = int(EventType.VIEW), int(EventType.CART), int(EventType.PURCHASE)
+    model = build("cartfirst", 9).fit(seqs_from_lists([[9, 9, 9, 8, 8, 7]], 9))  # popularity: 9, 8, 7
+    # 2 and 6 carted and never bought (6 more recently); 4 carted, then bought; 1, 3, 5 only viewed
+    items = [[1, 2, 3, 4, 4, 6, 5]]
+    types = [[v, c, v, c, p, c, v]]
+    h = Histories(np.array(items), np.array(types), np.zeros((1, 7), np.int64), np.array([7]))
+    ranked, _ = model.recommend(h, k=9, filter_seen=False)
+    assert ranked[0].tolist() == [6, 2, 5, 4, 3, 1, 9, 8, 7]
+    # without event types (all views) it is repeat-by-recency
+    h.types[:] = v
+    ranked, _ = model.recommend(h, k=6, filter_seen=False)
+    assert ranked[0].tolist() == [5, 6, 4, 3, 2, 1]
 
 
 def test_encode_is_the_mean_bag_of_the_window() -> None:

@@ -15,7 +15,7 @@ from test_baselines import seqs_from_lists
 from shopseq.data.splits import LeaveOneOutSplit
 from shopseq.evaluation import EvalConfig, evaluate
 from shopseq.models.base import Histories
-from shopseq.models.baselines import Markov, MarkovConfig, Repeat, RepeatConfig
+from shopseq.models.baselines import CartFirst, CartFirstConfig, Markov, MarkovConfig, Repeat, RepeatConfig
 from shopseq.models.blend import Blend, BlendConfig, probabilities
 from shopseq.models.registry import build_model
 from shopseq.models.sasrec import SASRec, SASRecConfig
@@ -112,3 +112,21 @@ def test_bad_configs_are_refused_with_reasons() -> None:
     train = shop_split().train
     with pytest.raises(ValueError, match="validation data"):
         Blend(BlendConfig(members=[{"model": "pop"}, {"model": "markov"}]), train.n_items).fit(train)
+
+
+def test_purchase_scores_mix_the_members_purchase_heads() -> None:
+    from shopseq.models.features import AuxHeads, EventFeatures
+
+    split = shop_split()
+    n = split.train.n_items
+    h = Histories.from_eval_set(split.test, 20, np.arange(16))
+    sasrec = SASRec(SASRecConfig(hidden=16, layers=1, max_len=20, features=EventFeatures(event_types=True),
+                                 aux=AuxHeads(next_purchase=0.5), train=TrainConfig(epochs=1, quiet=True)), n)
+    rule = CartFirst(CartFirstConfig(), n).fit(split.train)
+    blend = Blend.from_members([sasrec, rule], BlendConfig(members=[sasrec.config, rule.config], weights=[1, 3],
+                                                           head="purchase"))
+    assert blend.has_purchase_head and not rule.has_purchase_head
+    expected = 0.25 * probabilities(sasrec, h, "purchase") + 0.75 * probabilities(rule, h, "purchase")
+    torch.testing.assert_close(blend.score_purchase(h)[:, 1:].exp(), expected[:, 1:], atol=1e-6, rtol=1e-4)
+    # the purchase head is not the next-item head, so the two mixtures differ
+    assert not torch.allclose(blend.score_purchase(h), blend.score(h))

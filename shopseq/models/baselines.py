@@ -1,6 +1,7 @@
-"""Non-neural baselines: popularity, first-order Markov, sequential item-kNN and repeat-last-items.
+"""Non-neural baselines: popularity, first-order Markov, sequential item-kNN, repeat-last-items
+and carted-first (the next-purchase rule).
 
-All four are counted from the training events with numpy in a few vectorised passes (no Python
+All of them are counted from the training events with numpy in a few vectorised passes (no Python
 loop over users or events; sparse item x item matrices are a small numpy CSR type, so scipy is not
 needed) and saved as plain numpy arrays (sparse matrices as CSR ``indptr`` / ``indices`` /
 ``data``). Every one backs off to all-time popularity, scaled so that it
@@ -21,13 +22,17 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from shopseq.data.schema import EventType
 from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
 from shopseq.models.base import Histories, ModelConfig, Recommender
+from shopseq.models.pointer import next_sighting
 from shopseq.models.registry import register
 
 __all__ = [
     "CSR",
+    "CartFirst",
+    "CartFirstConfig",
     "ItemKNN",
     "ItemKNNConfig",
     "Markov",
@@ -426,3 +431,41 @@ class Repeat(_Baseline):
 
     def load_state(self, tensors: dict[str, np.ndarray]) -> None:
         self.counts = np.asarray(tensors["counts"], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Carted first: the next-purchase rule
+# ---------------------------------------------------------------------------------------------
+class CartFirstConfig(ModelConfig):
+    model: Literal["cartfirst"] = "cartfirst"
+    decay: float = Field(0.9, gt=0, lt=1, description="weight of an event j steps back: decay ** j")
+    max_len: int = Field(50, ge=1, description="how many recent events count")
+
+
+@register
+class CartFirst(Repeat):
+    """What a shop would guess a user buys next: the items carted (or favourited) and not bought
+    since, most recent first; then every other item of the history, most recent first; then the
+    rest by popularity. The honest bar for a next-purchase head (``EvalConfig(head="purchase")``)
+    when the visit's carts are known: a learned head that cannot beat it has not learned "buy
+    what was carted". Reads the history's event types; without them it is ``repeat`` by recency."""
+
+    name = "cartfirst"
+    config_class = CartFirstConfig  # type: ignore[assignment]
+    config: CartFirstConfig  # type: ignore[assignment]
+
+    def score(self, histories: Histories) -> torch.Tensor:
+        pop = self.popularity
+        width = min(self.max_len, histories.items.shape[1])
+        items = torch.from_numpy(self._window(histories))
+        types = torch.from_numpy(histories.types[:, -width:].astype(np.int64))
+        bought_later = next_sighting(items, where=types == int(EventType.PURCHASE)) < width
+        intent = ((types == int(EventType.CART)) | (types == int(EventType.FAV))) & ~bought_later
+        # tier (2 = open cart, 1 = seen) plus recency in (0, 1): the item keeps its best position
+        recency = self.config.decay ** torch.arange(width - 1, -1, -1, dtype=torch.float64)
+        key = (1.0 + intent.double() + 0.5 * recency) * (items > 0)
+        scores = torch.zeros(len(items), self.n_items + 1, dtype=torch.float64).scatter_reduce_(
+            1, items, key, reduce="amax")
+        scores += 0.5 * torch.from_numpy(pop)[None, :]  # below every history item (keys >= 1)
+        scores[:, 0] = 0.0
+        return scores.to(torch.float32)

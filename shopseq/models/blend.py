@@ -45,6 +45,8 @@ class BlendConfig(ModelConfig):
                          "stopping, unless their train.monitor says otherwise) maximise")
     filter_seen: bool = Field(False, description="validate with the history's items removed from the ranking "
                               "(match the protocol you report)")
+    head: Literal["item", "purchase"] = Field("item", description="the scores the weights are chosen for: the "
+                                              "next item, or the next purchase (validate on purchase targets)")
 
     @field_validator("members", mode="before")
     @classmethod
@@ -67,9 +69,10 @@ class BlendConfig(ModelConfig):
         return self
 
 
-def probabilities(model: Recommender, histories: Histories) -> torch.Tensor:
-    """(B, n_items + 1) float32 rows summing to 1 over the real items (column 0 is 0)."""
-    scores = model.score(histories).float()
+def probabilities(model: Recommender, histories: Histories, head: str = "item") -> torch.Tensor:
+    """(B, n_items + 1) float32 rows summing to 1 over the real items (column 0 is 0), of the
+    next item or (``head="purchase"``) the next purchase."""
+    scores = (model.score_purchase(histories) if head == "purchase" else model.score(histories)).float()
     if model.score_kind == "logits":
         scores[:, 0] = -torch.inf
         return torch.softmax(scores, dim=1)
@@ -114,7 +117,8 @@ class Blend(Recommender):
         from shopseq.evaluation import EvalConfig  # lazy: evaluation imports models
 
         k = int(monitor.split("@")[1]) if "@" in monitor else 10
-        return EvalConfig(ks=(k,), filter_seen=self.config.filter_seen, exact_ranks="@" not in monitor)
+        return EvalConfig(ks=(k,), filter_seen=self.config.filter_seen, exact_ranks="@" not in monitor,
+                          head=self.config.head)
 
     def fit(self, train: Sequences, valid: EvalSet | None = None) -> Self:
         from shopseq.evaluation import evaluate
@@ -154,16 +158,28 @@ class Blend(Recommender):
             raise RuntimeError("the blend has no weights yet: fit it, or call choose_weights")
         return self.weights
 
-    def score(self, histories: Histories) -> torch.Tensor:
+    def _mixture(self, histories: Histories, head: str) -> torch.Tensor:
         mix: torch.Tensor | None = None
         with torch.no_grad():
             for w, member in zip(self._weights(), self.members, strict=True):
                 if w == 0.0:
                     continue
-                part = probabilities(member, histories).mul_(w)
+                part = probabilities(member, histories, head).mul_(w)
                 mix = part if mix is None else mix.add_(part)
         assert mix is not None  # weights sum to 1
         return torch.log(mix.clamp_(min=torch.finfo(torch.float32).tiny))
+
+    def score(self, histories: Histories) -> torch.Tensor:
+        return self._mixture(histories, "item")
+
+    def score_purchase(self, histories: Histories) -> torch.Tensor:
+        """The mixture of the members' next-purchase distributions (their purchase heads, or their
+        next-item scores where they have none). The weights are the ones chosen for ``config.head``."""
+        return self._mixture(histories, "purchase")
+
+    @property
+    def has_purchase_head(self) -> bool:
+        return any(m.has_purchase_head for m in self.members)
 
     def encode(self, histories: Histories) -> np.ndarray:
         """The first member's user vectors (a mixture has no space of its own)."""
