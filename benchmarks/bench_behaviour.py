@@ -20,7 +20,10 @@ and re-buy: a seen-item filter would make every repeat purchase unreachable). Pe
   variant's user vectors + activity features, fitted on the day before (AUC, log loss, ECE against
   RFM; ``shopseq.applications.intent``).
 
-Every variant trains with the same budget and early-stops on validation next-purchase NDCG@10
+Beside them, the cart-first rule (``baselines.CartFirst``: open carts first, then the history by
+recency), the bar a purchase head has to clear; with ``--blend-rule`` each variant with a purchase
+head is also reported mixed with that rule (``models.blend``, the weight chosen on validation
+next-purchase NDCG@10). Every variant trains with the same budget and early-stops on validation next-purchase NDCG@10
 (the task the heads are for); the item-only variant is the plain SASRec of the Amazon benchmark.
 Data: the built-in synthetic shop (generated here) and the Taobao UserBehavior head sample from
 ../shared/data (skipped with a message when absent). Records go to benchmarks/results.jsonl.
@@ -51,6 +54,9 @@ from shopseq.data.store import EventStore, upsert_items
 from shopseq.data.workspace import Workspace
 from shopseq.evaluation import EvalConfig, evaluate
 from shopseq.evaluation.next_type import evaluate_next_type
+from shopseq.models.base import Recommender
+from shopseq.models.baselines import CartFirst, CartFirstConfig
+from shopseq.models.blend import Blend, BlendConfig
 from shopseq.models.features import EventFeatures, with_attributes
 from shopseq.models.sasrec import SASRec, SASRecConfig
 from shopseq.training import TrainConfig
@@ -71,6 +77,7 @@ VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float]]] = {
     "+ types + time + attributes": (TIME, True, {}),
     "+ types + time + attributes + heads": (TIME, True, HEADS),
     "+ types + time + attributes + heads + purchase pointer": (TIME, True, POINTER),
+    "+ types + time + heads + purchase pointer": (TIME, False, POINTER),
 }
 
 
@@ -122,18 +129,13 @@ def purchase_validator(model: SASRec, split: Split, visit: bool) -> Callable[[],
 
 
 def run_variant(label: str, dataset: str, loaded: Loaded, split: Split, train: TrainConfig, command: str,
-                record: bool, visit: bool) -> dict[str, Any]:
+                record: bool, visit: bool, blend_rule: bool) -> dict[str, dict[str, float]]:
     seqs, attrs, app_data = loaded
     model = make_model(label, seqs.n_items, attrs, train)
     started = time.perf_counter()
     model.fit(split.train, validate=purchase_validator(model, split, visit))
     train_seconds = time.perf_counter() - started
-    item_cfg = EvalConfig(ks=(10,), filter_seen=False)
-    next_item = evaluate(model, split.test, item_cfg)
-    test_p = split.test.with_target_types(PURCHASE, window_context=visit)
-    next_purchase = evaluate(model, test_p, item_cfg.model_copy(update={"head": "purchase"}))
-    metrics = {"item_ndcg@10": next_item.metrics["ndcg@10"], "item_hr@10": next_item.metrics["hr@10"],
-               "purchase_ndcg@10": next_purchase.metrics["ndcg@10"], "purchase_hr@10": next_purchase.metrics["hr@10"]}
+    metrics = next_item_and_purchase(model, split, visit)
     types = evaluate_next_type(model, split.train, split.test)
     if model.name in types:
         metrics |= {"type_acc": types[model.name]["accuracy"], "type_f1": types[model.name]["macro_f1"],
@@ -144,23 +146,61 @@ def run_variant(label: str, dataset: str, loaded: Loaded, split: Split, train: T
                 "intent_ece": intent.metrics["ece"], "intent_auc_rfm": intent.metrics["auc_rfm"],
                 "intent_auc_activity_only": intent.metrics["auc_activity_only"]}
     per_epoch = [r["seconds"] for r in model.history]
-    print(f"{dataset} · {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-          + f" · {len(per_epoch)} epochs, {train_seconds:.0f} s", flush=True)
+    timing = {"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 2), "epochs": len(per_epoch),
+              "train_seconds": round(train_seconds, 1)}
+    results = {label: report(dataset, "sasrec", label, metrics, loaded, split, visit, timing, {}, train.seed,
+                             command, record)}
+    if blend_rule and model.has_purchase_head:
+        # the learned purchase head mixed with the cart-first rule, the weight chosen on validation purchases
+        rule = CartFirst(CartFirstConfig(), seqs.n_items).fit(split.train)
+        blend = Blend.from_members([model, rule], BlendConfig(members=[model.config, rule.config],
+                                                              monitor="ndcg@10", head="purchase"))
+        blend.choose_weights(split.valid.with_target_types(PURCHASE, window_context=visit))
+        extra = {"blend": {"weights": blend.weights, "chosen_on": "valid next-purchase ndcg@10",
+                           "tuning": blend.tuning}}
+        results[f"{label} + cart-first blend"] = report(
+            dataset, "sasrec+cartfirst", f"{label} + cart-first blend", next_item_and_purchase(blend, split, visit),
+            loaded, split, visit, timing, extra, train.seed, command, record)
+    return results
+
+
+def run_baseline(dataset: str, loaded: Loaded, split: Split, seed: int, command: str, record: bool,
+                 visit: bool) -> dict[str, float]:
+    """The cart-first rule: nothing to train, no user vectors (its intent and type columns stay empty)."""
+    rule = CartFirst(CartFirstConfig(), loaded[0].n_items).fit(split.train)
+    return report(dataset, "cartfirst", "baseline", next_item_and_purchase(rule, split, visit), loaded, split,
+                  visit, {}, {}, seed, command, record)
+
+
+def next_item_and_purchase(model: Recommender, split: Split, visit: bool) -> dict[str, float]:
+    item_cfg = EvalConfig(ks=(10,), filter_seen=False)
+    next_item = evaluate(model, split.test, item_cfg)
+    test_p = split.test.with_target_types(PURCHASE, window_context=visit)
+    next_purchase = evaluate(model, test_p, item_cfg.model_copy(update={"head": "purchase"}))
+    return {"item_ndcg@10": next_item.metrics["ndcg@10"], "item_hr@10": next_item.metrics["hr@10"],
+            "purchase_ndcg@10": next_purchase.metrics["ndcg@10"], "purchase_hr@10": next_purchase.metrics["hr@10"]}
+
+
+def report(dataset: str, model: str, label: str, metrics: dict[str, float], loaded: Loaded, split: Split,
+           visit: bool, timing: dict[str, float], extra: dict[str, Any], seed: int, command: str,
+           record: bool) -> dict[str, float]:
+    seqs, attrs, _ = loaded
+    print(f"{dataset} · {model} · {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+          + (f" · {timing['epochs']} epochs, {timing['train_seconds']:.0f} s" if timing else ""), flush=True)
     if record:
+        test_p = split.test.with_target_types(PURCHASE, window_context=visit)
         append_record(BenchRecord(
-            bench="behaviour-ablation", dataset=dataset, model="sasrec", variant=label,
+            bench="behaviour-ablation", dataset=dataset, model=model, variant=label,
             counts={"users": seqs.n_users, "items": seqs.n_items, "events": seqs.n_events,
                     "test_users": split.test.n_users, "purchase_test_users": test_p.n_users},
             protocol={"split": "global time 80/10/10", "ranking": "full", "filter_seen": False,
                       "early_stopping": "valid next-purchase NDCG@10",
                       "purchase_input": "history + the window's events before the purchase" if visit
                       else "history before the test window",
-                      "attribute_coverage": round(attrs.coverage(), 3)},
+                      "attribute_coverage": round(attrs.coverage(), 3), **extra},
             metrics={k: round(v, 5) for k, v in metrics.items()},
-            timing={"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 2),
-                    "epochs": len(per_epoch), "train_seconds": round(train_seconds, 1),
-                    "peak_rss_mb": round(peak_rss_mb())},
-            seed=train.seed, command=command,
+            timing={**timing, "peak_rss_mb": round(peak_rss_mb())},
+            seed=seed, command=command,
         ))
     return metrics
 
@@ -176,6 +216,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--purchase-input", choices=["visit", "before-window"], default="visit",
                         help="next-purchase input: with the window's events before the purchase, or without")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the cart-first rule's row")
+    parser.add_argument("--blend-rule", action="store_true",
+                        help="also report each variant with a purchase head mixed with the cart-first rule")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/shopseq-bench/behaviour"))
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to results.jsonl")
     args = parser.parse_args()
@@ -191,9 +234,14 @@ def main() -> None:
         split = GlobalTimeSplit().split(seqs)
         print(f"{dataset}: {seqs!r}; attributes on {attrs.coverage():.0%} of items ({attrs.n_tokens} tokens)\n"
               f"{split.describe()}", flush=True)
-        results[dataset] = {label: run_variant(label, dataset, loaded, split, train, command, not args.no_record,
-                                               args.purchase_input == "visit")
-                            for label in args.variants}
+        visit = args.purchase_input == "visit"
+        results[dataset] = {}
+        if not args.no_baseline:
+            results[dataset]["cart-first rule"] = run_baseline(dataset, loaded, split, args.seed, command,
+                                                               not args.no_record, visit)
+        for label in args.variants:
+            results[dataset] |= run_variant(label, dataset, loaded, split, train, command, not args.no_record,
+                                            visit, args.blend_rule)
     print(json.dumps(results, indent=2))
     if not args.no_record:
         write_markdown()
