@@ -130,3 +130,17 @@ def test_purchase_scores_mix_the_members_purchase_heads() -> None:
     torch.testing.assert_close(blend.score_purchase(h)[:, 1:].exp(), expected[:, 1:], atol=1e-6, rtol=1e-4)
     # the purchase head is not the next-item head, so the two mixtures differ
     assert not torch.allclose(blend.score_purchase(h), blend.score(h))
+
+
+def test_a_blend_runs_as_an_experiment_under_the_runs_protocol(tmp_path: Path) -> None:
+    from contract import shop_sequences
+
+    from shopseq.runs.experiment import ExperimentConfig, SplitConfig, load_run, run_experiment
+
+    spec = {"model": "blend", "members": [{"model": "markov"}, {"model": "repeat"}], "monitor": "ndcg@10"}
+    config = ExperimentConfig(model=spec, split=SplitConfig(method="loo"), baselines=["markov"])
+    result = run_experiment(shop_sequences(), config, tmp_path / "run", log=lambda *_: None)
+    loaded, _ = load_run(tmp_path / "run")
+    assert isinstance(loaded, Blend) and loaded.config.filter_seen  # the run filters seen items: so did tuning
+    assert [m.name for m in loaded.members] == ["markov", "repeat"] and sum(loaded.weights) == pytest.approx(1)
+    assert 0 < result.test["ndcg@10"] <= 1 and "markov" in result.baselines

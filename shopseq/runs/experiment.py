@@ -29,7 +29,7 @@ from shopseq.data.splits import GlobalTimeSplit, LeaveOneOutSplit, Split
 from shopseq.evaluation import EvalConfig, EvalResult, evaluate
 from shopseq.models.base import ModelConfig, Recommender
 from shopseq.models.features import with_attributes
-from shopseq.models.registry import build_model, default_config, load_model
+from shopseq.models.registry import build_model, default_config, load_model, model_class
 from shopseq.reports.html import HtmlReport
 from shopseq.training.distributed import init_from_env
 
@@ -70,10 +70,13 @@ class RunResult(BaseModel):
 
 def model_from_dict(spec: dict[str, Any], seed: int | None = None) -> ModelConfig:
     """A model's typed config from ``{"model": name, **overrides}``; ``seed`` goes where the model
-    keeps its seed (its own field, or its training config), unless the overrides set it."""
+    keeps its seed (its own field, or its training config), unless the overrides set it; a blend's
+    members get it each."""
     name = spec.get("model", "sasrec")
     overrides = {k: v for k, v in spec.items() if k != "model"}
-    fields = type(default_config(name)).model_fields
+    fields = model_class(name).config_class.model_fields
+    if "members" in fields and isinstance(overrides.get("members"), list):
+        overrides["members"] = [model_from_dict(m, seed) if isinstance(m, dict) else m for m in overrides["members"]]
     if seed is not None:
         if "seed" in fields:
             overrides.setdefault("seed", seed)
@@ -124,7 +127,10 @@ def run_experiment(
     """
     split = config.split.make(seqs)
     log(split.describe())
-    model_config = model_from_dict(config.model, config.seed)
+    spec = config.model
+    if spec.get("model") == "blend":  # the mixture weights are chosen under the run's own protocol
+        spec = {"filter_seen": config.eval.filter_seen, **spec}
+    model_config = model_from_dict(spec, config.seed)
     if attributes is not None:
         model_config = with_attributes(model_config, attributes)
     model = build_model(model_config, seqs.n_items)
