@@ -456,3 +456,28 @@ def test_profiles_are_served_when_built(served: tuple, tmp_path: Path) -> None:
         state.close()
     with pytest.raises(FileNotFoundError, match="shopseq profile"):
         ServiceState.open(run, ws, ServiceConfig(read_only=True, profiles=tmp_path / "missing.parquet"))
+
+
+def test_a_blend_is_served_like_any_model(tmp_path: Path) -> None:
+    """A mixture (tiny SASRec + item-kNN) answers /recommend with the blend's own ranking and
+    /explain by occlusion (it has no attention of its own)."""
+    spec = {"model": "blend", "members": [TINY_SASREC, {"model": "itemknn"}], "weights": [0.5, 0.5]}
+    run, ws, users = make_served_run(tmp_path, spec)
+    model, _ = load_run(run)
+    with EventStore.open(ws, read_only=True) as store:
+        seqs = build_sequences(store.con)
+    state = ServiceState.open(run, ws, ServiceConfig())
+    try:
+        with TestClient(create_app(state), raise_server_exceptions=False) as c:
+            for raw in users[:3]:
+                r = c.post("/recommend", json={"user_id": raw, "k": 5})
+                assert r.status_code == 200, r.text
+                history = user_item_ids(seqs, pseudonym_of(ws, raw))
+                assert [i["item_id"] for i in r.json()["items"]] == expected_top(model, history, seqs, 5)
+            r = c.post("/explain", json={"user_id": users[0], "k": 3})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert len(body["explained"]) == 3 and not body["attention_available"]
+            assert all(e["contributions"] for e in body["explained"])
+    finally:
+        state.close()
