@@ -5,6 +5,7 @@ real score drops, and bad requests get clear 4xx bodies (never a traceback)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -54,6 +55,23 @@ def make_served_run(root: Path, model: dict | None = None) -> tuple[Path, Worksp
     config = ExperimentConfig(model=model or TINY_SASREC, split=SplitConfig(method="loo"), baselines=[])
     run_experiment(seqs, config, root / "run", {}, log=lambda *_: None)
     return root / "run", ws, sorted(set(shop.events.column("user_id").to_pylist()))
+
+
+@contextlib.contextmanager
+def client_of_new_run(root: Path, model: dict) -> Iterator[tuple[TestClient, Recommender, Sequences, Workspace,
+                                                                list[str]]]:
+    """A service over a fresh run of ``model`` (see ``make_served_run``), with the loaded model,
+    the store's sequences, the workspace and the raw user ids."""
+    run, ws, users = make_served_run(root, model)
+    loaded, _ = load_run(run)
+    with EventStore.open(ws, read_only=True) as store:
+        seqs = build_sequences(store.con)
+    state = ServiceState.open(run, ws, ServiceConfig())
+    try:
+        with TestClient(create_app(state), raise_server_exceptions=False) as c:
+            yield c, loaded, seqs, ws, users
+    finally:
+        state.close()
 
 
 @pytest.fixture(scope="module")
@@ -119,28 +137,20 @@ def test_recommend_by_the_purchase_head(client: TestClient, served: tuple, tmp_p
     refused = client.post("/recommend", json={"user_id": served[2][0], "head": "next_purchase"})
     assert refused.status_code == 422 and "no purchase head" in refused.text
     spec = {**TINY_SASREC, "features": {"event_types": True}, "aux": {"next_purchase": 0.5}}
-    run, ws, users = make_served_run(tmp_path, spec)
-    model, _ = load_run(run)
-    assert model.has_purchase_head
-    with EventStore.open(ws, read_only=True) as store:
-        seqs = build_sequences(store.con)
-    state = ServiceState.open(run, ws, ServiceConfig())
-    try:
-        with TestClient(create_app(state), raise_server_exceptions=False) as c:
-            for raw in users[:3]:
-                r = c.post("/recommend", json={"user_id": raw, "k": 5, "head": "next_purchase"})
-                assert r.status_code == 200, r.text
-                assert r.json()["head"] == "next_purchase"
-                row = seqs.user_vocab.encode([pseudonym_of(ws, raw)]).astype(np.int64)
-                hist = Histories.from_sequences(seqs, model.max_len, row)
-                scores = model.score_purchase(hist)[0].clone()
-                scores[hist.items[0][hist.items[0] > 0]] = -torch.inf  # seen items filtered
-                scores[0] = -torch.inf
-                expected = seqs.item_vocab.decode(torch.topk(scores, 5).indices.numpy())
-                assert [i["item_id"] for i in r.json()["items"]] == list(expected)
-                assert c.post("/recommend", json={"user_id": raw, "k": 5}).json()["head"] == "next_item"
-    finally:
-        state.close()
+    with client_of_new_run(tmp_path, spec) as (c, model, seqs, ws, users):
+        assert model.has_purchase_head
+        for raw in users[:3]:
+            r = c.post("/recommend", json={"user_id": raw, "k": 5, "head": "next_purchase"})
+            assert r.status_code == 200, r.text
+            assert r.json()["head"] == "next_purchase"
+            row = seqs.user_vocab.encode([pseudonym_of(ws, raw)]).astype(np.int64)
+            hist = Histories.from_sequences(seqs, model.max_len, row)
+            scores = model.score_purchase(hist)[0].clone()
+            scores[hist.items[0][hist.items[0] > 0]] = -torch.inf  # seen items filtered
+            scores[0] = -torch.inf
+            expected = seqs.item_vocab.decode(torch.topk(scores, 5).indices.numpy())
+            assert [i["item_id"] for i in r.json()["items"]] == list(expected)
+            assert c.post("/recommend", json={"user_id": raw, "k": 5}).json()["head"] == "next_item"
 
 
 def test_unknown_user_gets_recent_popular_items(client: TestClient) -> None:
@@ -462,22 +472,14 @@ def test_a_blend_is_served_like_any_model(tmp_path: Path) -> None:
     """A mixture (tiny SASRec + item-kNN) answers /recommend with the blend's own ranking and
     /explain by occlusion (it has no attention of its own)."""
     spec = {"model": "blend", "members": [TINY_SASREC, {"model": "itemknn"}], "weights": [0.5, 0.5]}
-    run, ws, users = make_served_run(tmp_path, spec)
-    model, _ = load_run(run)
-    with EventStore.open(ws, read_only=True) as store:
-        seqs = build_sequences(store.con)
-    state = ServiceState.open(run, ws, ServiceConfig())
-    try:
-        with TestClient(create_app(state), raise_server_exceptions=False) as c:
-            for raw in users[:3]:
-                r = c.post("/recommend", json={"user_id": raw, "k": 5})
-                assert r.status_code == 200, r.text
-                history = user_item_ids(seqs, pseudonym_of(ws, raw))
-                assert [i["item_id"] for i in r.json()["items"]] == expected_top(model, history, seqs, 5)
-            r = c.post("/explain", json={"user_id": users[0], "k": 3})
+    with client_of_new_run(tmp_path, spec) as (c, model, seqs, ws, users):
+        for raw in users[:3]:
+            r = c.post("/recommend", json={"user_id": raw, "k": 5})
             assert r.status_code == 200, r.text
-            body = r.json()
-            assert len(body["explained"]) == 3 and not body["attention_available"]
-            assert all(e["contributions"] for e in body["explained"])
-    finally:
-        state.close()
+            history = user_item_ids(seqs, pseudonym_of(ws, raw))
+            assert [i["item_id"] for i in r.json()["items"]] == expected_top(model, history, seqs, 5)
+        r = c.post("/explain", json={"user_id": users[0], "k": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["explained"]) == 3 and not body["attention_available"]
+        assert all(e["contributions"] for e in body["explained"])

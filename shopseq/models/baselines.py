@@ -436,10 +436,8 @@ class Repeat(_Baseline):
 # ---------------------------------------------------------------------------------------------
 # Carted first: the next-purchase rule
 # ---------------------------------------------------------------------------------------------
-class CartFirstConfig(ModelConfig):
-    model: Literal["cartfirst"] = "cartfirst"
-    decay: float = Field(0.9, gt=0, lt=1, description="weight of an event j steps back: decay ** j")
-    max_len: int = Field(50, ge=1, description="how many recent events count")
+class CartFirstConfig(RepeatConfig):
+    model: Literal["cartfirst"] = "cartfirst"  # type: ignore[assignment]
 
 
 @register
