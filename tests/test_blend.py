@@ -107,6 +107,8 @@ def test_bad_configs_are_refused_with_reasons() -> None:
                                                 "weights": [1, 1]}], weights=[1, 1])
     with pytest.raises(ValidationError, match="at least 2"):
         BlendConfig(members=[{"model": "pop"}])
+    with pytest.raises(ValidationError, match="a member must be a model config"):
+        BlendConfig(members=["pop", {"model": "markov"}])
     with pytest.raises(ValueError, match="unknown model"):
         BlendConfig(members=[{"model": "pop"}, {"model": "nope"}])
     train = shop_split().train

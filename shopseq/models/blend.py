@@ -19,7 +19,7 @@ or, for members already trained elsewhere, ``Blend.from_members([sasrec, knn], c
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
 from shopseq.models.base import Histories, ModelConfig, Recommender
 from shopseq.models.registry import build_model, default_config, register
+
+if TYPE_CHECKING:
+    from shopseq.evaluation import EvalConfig
 
 __all__ = ["Blend", "BlendConfig", "probabilities"]
 
@@ -41,8 +44,8 @@ class BlendConfig(ModelConfig):
         min_length=2, description='member configs, each like {"model": "itemknn", ...}')
     weights: list[float] | None = Field(None, description="mixture weights (normalised to sum 1); None = "
                                         "chosen on the validation set (two members only)")
-    monitor: str = Field("mrr@20", description="validation metric the weights (and neural members' early "
-                         "stopping, unless their train.monitor says otherwise) maximise")
+    monitor: str = Field("mrr@20", description="validation metric the weights maximise (neural members "
+                         "early-stop on their own train.monitor)")
     filter_seen: bool = Field(False, description="validate with the history's items removed from the ranking "
                               "(match the protocol you report)")
     head: Literal["item", "purchase"] = Field("item", description="the scores the weights are chosen for: the "
@@ -53,9 +56,14 @@ class BlendConfig(ModelConfig):
     def _typed_members(cls, value: Any) -> Any:
         if not isinstance(value, list):
             return value
-        return [m if isinstance(m, ModelConfig) else default_config(m.get("model", "sasrec"),
-                                                                    **{k: v for k, v in m.items() if k != "model"})
-                for m in value]
+        typed = []
+        for m in value:
+            if isinstance(m, dict):
+                m = default_config(m.get("model", "sasrec"), **{k: v for k, v in m.items() if k != "model"})
+            if not isinstance(m, ModelConfig):
+                raise ValueError(f'a member must be a model config like {{"model": "itemknn"}}, not {m!r}')
+            typed.append(m)
+        return typed
 
     @model_validator(mode="after")
     def _check_weights(self) -> Self:
@@ -113,7 +121,7 @@ class Blend(Recommender):
     def max_len(self) -> int:
         return max(m.max_len for m in self.members)
 
-    def _eval_config(self, monitor: str) -> Any:
+    def _eval_config(self, monitor: str) -> EvalConfig:
         from shopseq.evaluation import EvalConfig  # lazy: evaluation imports models
 
         k = int(monitor.split("@")[1]) if "@" in monitor else 10
