@@ -153,12 +153,12 @@ class Blend(Recommender):
         config = self._eval_config(self.config.monitor)
         self.tuning = []
         for w in GRID:
-            self.weights = [1.0 - float(w), float(w)]
+            self.weights = [round(1.0 - float(w), 6), float(w)]
             metrics = evaluate(self, valid, config).metrics
             self.tuning.append({"weight": float(w), **{k: round(float(v), 5) for k, v in metrics.items()
                                                        if k.split("@")[0] in ("hr", "mrr", "ndcg")}})
         best = max(self.tuning, key=lambda r: r[self.config.monitor])  # first of equals: the smaller weight
-        self.weights = [1.0 - best["weight"], best["weight"]]
+        self.weights = [round(1.0 - best["weight"], 6), best["weight"]]
         return self.weights
 
     def _weights(self) -> list[float]:
