@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", default="{}",
                         help='JSON overrides of the neural models\' config, e.g. \'{"train": {"lr": 0.003}}\'')
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--monitor", default="mrr@20", help="validation metric early stopping watches (hr@20 = P@20)")
     parser.add_argument("--blend", default=None, metavar="BASELINE",
                         help="also report each neural model mixed with this baseline (e.g. itemknn), the "
                              "mixture weight chosen on the validation clicks (models.blend)")
@@ -174,7 +175,7 @@ def main() -> None:
             overrides = json.loads(args.settings)
             label = f"session mode, max_len {args.max_len}" + (f" {args.settings}" if overrides else "")
             spec = {"model": name, "max_len": args.max_len, **overrides,
-                    "train": {"epochs": args.epochs, "patience": args.patience, "monitor": "mrr@20",
+                    "train": {"epochs": args.epochs, "patience": args.patience, "monitor": args.monitor,
                               "threads": args.threads, "quiet": False, "batch_size": 256,
                               **overrides.get("train", {})}} if neural else {"model": name}
             model = build_model(model_from_dict(spec, args.seed), n_items)
@@ -211,7 +212,8 @@ def main() -> None:
                         counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": n_items,
                                 "test_prefixes": test.n_users},
                         protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
-                                  "early_stopping": "valid MRR@20 on the last click of 5% of training sessions",
+                                  "early_stopping": f"valid {args.monitor.upper()} on the last click of 5% of "
+                                                    "training sessions",
                                   "published": {k: {"P@20": p, "MRR@20": m}
                                                 for k, (p, m) in PUBLISHED[dataset].items()}, **extra},
                         metrics={"P@20": round(p20, 2), "MRR@20": round(mrr20, 2)},
