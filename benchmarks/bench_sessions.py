@@ -159,6 +159,8 @@ def main() -> None:
                         help="also report each neural model mixed with this baseline (e.g. itemknn), the "
                              "mixture weight chosen on the validation clicks (models.blend)")
     parser.add_argument("--blend-monitor", default="hr@20", help="validation metric the blend weight maximises")
+    parser.add_argument("--save", type=Path, default=None, metavar="DIR",
+                        help="save each trained neural model under DIR (to mix later with --ensemble)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     command = "python benchmarks/bench_sessions.py " + " ".join(sys.argv[1:])
@@ -185,6 +187,9 @@ def main() -> None:
             else:  # baselines (markov, pop) have nothing to early-stop
                 model.fit(train)
             train_seconds = time.perf_counter() - started
+            if neural and args.save:
+                saved = model.save(args.save / f"{dataset}-{name}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+                print(f"saved {saved}", flush=True)
             per_epoch = [r["seconds"] for r in getattr(model, "history", [])]
             timing = {"seconds_per_epoch": round(sum(per_epoch) / max(len(per_epoch), 1), 1),
                       "epochs": len(per_epoch), "train_seconds": round(train_seconds, 1)}
