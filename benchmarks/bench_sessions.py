@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -32,8 +33,9 @@ from shopseq.data.sequences import Sequences
 from shopseq.data.splits import EvalSet
 from shopseq.data.vocab import Vocabulary
 from shopseq.evaluation import EvalConfig, evaluate
+from shopseq.models.base import ModelConfig, Recommender
 from shopseq.models.blend import Blend, BlendConfig
-from shopseq.models.registry import build_model, default_config
+from shopseq.models.registry import build_model, default_config, load_model
 from shopseq.runs.experiment import model_from_dict
 
 SHARED = Path(os.environ.get("SHOPSEQ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -143,6 +145,65 @@ def _eval_set(h_items: np.ndarray, h_lengths: np.ndarray, t_items: np.ndarray, t
                    target_timestamps=np.zeros(len(t_items), np.int64))
 
 
+COMMAND = "python benchmarks/bench_sessions.py " + " ".join(sys.argv[1:])
+
+
+def report(args: argparse.Namespace, dataset: str, train: Sequences, test: EvalSet, scored: Recommender,
+           model_name: str, variant: str, timing: dict[str, float], extra: dict[str, Any]) -> None:
+    """Rank the test prefixes, print P@20 / MRR@20 beside the published numbers, append the record."""
+    result = evaluate(scored, test, EvalConfig(ks=(20,), filter_seen=False))
+    p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
+    published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items()) or "none"
+    print(f"{dataset} {model_name}: P@20 {p20:.2f}, MRR@20 {mrr20:.2f} (published: {published}); "
+          f"{timing.get('epochs', 0):.0f} epochs, {timing.get('train_seconds', 0):.0f} s, "
+          f"eval {result.seconds:.1f} s", flush=True)
+    if args.no_record:
+        return
+    append_record(BenchRecord(
+        bench="sessions-gcegnn", dataset=dataset, model=model_name, variant=variant,
+        counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": train.n_items,
+                "test_prefixes": test.n_users},
+        protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
+                  "early_stopping": f"valid {args.monitor.upper()} on the last click of 5% of training sessions",
+                  "published": {k: {"P@20": p, "MRR@20": m} for k, (p, m) in PUBLISHED[dataset].items()}, **extra},
+        metrics={"P@20": round(p20, 2), "MRR@20": round(mrr20, 2)},
+        timing={**timing, "eval_seconds": round(result.seconds, 1), "peak_rss_mb": round(peak_rss_mb())},
+        seed=args.seed, command=COMMAND))
+
+
+def settings(config: ModelConfig) -> str:
+    """A saved model's settings that differ from its defaults (its training schedule aside), as JSON."""
+    default = default_config(config.model).model_dump(mode="json")
+    own = config.model_dump(mode="json")
+    changed = {k: v for k, v in own.items() if k not in ("train", "model", "seed") and v != default.get(k)}
+    return f"{config.model} {json.dumps(changed)}"
+
+
+def ensemble(args: argparse.Namespace, dataset: str, train: Sequences, valid: EvalSet, test: EvalSet,
+             n_items: int) -> None:
+    """Mix saved models (and the ``--blend`` baseline), the weights chosen on the validation clicks."""
+    members = [load_model(folder) for folder in args.ensemble]
+    if any(m.n_items != n_items for m in members):
+        raise SystemExit(f"the saved models know {sorted({m.n_items for m in members})} items; {dataset} has "
+                         f"{n_items}: were they trained on another dataset?")
+    started = time.perf_counter()
+    if args.blend:
+        members.append(build_model(model_from_dict({"model": args.blend}, args.seed), n_items).fit(train))
+    blend = Blend.from_members(members, BlendConfig(members=[m.config for m in members], monitor=args.blend_monitor,
+                                                    grid_step=args.grid_step, filter_seen=False))
+    blend.choose_weights(valid)
+    seconds = time.perf_counter() - started
+    print(f"{dataset} ensemble: weights {blend.weights} ({seconds:.0f} s to choose them on "
+          f"{len(blend.tuning)} grid points)", flush=True)
+    report(args, dataset, train, test, blend, "+".join(m.name for m in members),
+           "ensemble of " + "; ".join(settings(m.config) for m in members),
+           {"tuning_seconds": round(seconds, 1)},
+           {"early_stopping": "each member's own, when it was trained (--save), on the same valid clicks",
+            "blend": {"weights": blend.weights, "chosen_on": f"valid {args.blend_monitor}",
+                      "members": [str(f) for f in args.ensemble] + ([args.blend] if args.blend else []),
+                      "tuning": blend.tuning}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["diginetica"], choices=sorted(FILES))
@@ -161,9 +222,12 @@ def main() -> None:
     parser.add_argument("--blend-monitor", default="hr@20", help="validation metric the blend weight maximises")
     parser.add_argument("--save", type=Path, default=None, metavar="DIR",
                         help="save each trained neural model under DIR (to mix later with --ensemble)")
+    parser.add_argument("--ensemble", nargs="+", type=Path, default=None, metavar="DIR",
+                        help="instead of training: mix models saved with --save (and the --blend baseline), "
+                             "the weights chosen on the validation clicks from a grid over the simplex")
+    parser.add_argument("--grid-step", type=float, default=0.1, help="spacing of the --ensemble weight grid")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    command = "python benchmarks/bench_sessions.py " + " ".join(sys.argv[1:])
     eval_config = EvalConfig(ks=(20,), filter_seen=False)
     for dataset in args.datasets:
         loaded = load(dataset)
@@ -172,6 +236,9 @@ def main() -> None:
         train, valid, test, n_items = loaded
         print(f"{dataset}: {train.n_users:,} training sessions, {train.n_events:,} clicks, {n_items:,} items; "
               f"{test.n_users:,} test prefixes", flush=True)
+        if args.ensemble:
+            ensemble(args, dataset, train, valid, test, n_items)
+            continue
         for name in args.models:
             neural = "train" in type(default_config(name)).model_fields
             overrides = json.loads(args.settings)
@@ -206,25 +273,7 @@ def main() -> None:
                              {"blend": {"weights": blend.weights, "chosen_on": f"valid {args.blend_monitor}",
                                         "tuning": blend.tuning}}))
             for scored, model_name, variant, extra in runs:
-                result = evaluate(scored, test, eval_config)
-                p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
-                published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items()) or "none"
-                print(f"{dataset} {model_name}: P@20 {p20:.2f}, MRR@20 {mrr20:.2f} (published: {published}); "
-                      f"{len(per_epoch)} epochs, {train_seconds:.0f} s, eval {result.seconds:.1f} s", flush=True)
-                if not args.no_record:
-                    append_record(BenchRecord(
-                        bench="sessions-gcegnn", dataset=dataset, model=model_name, variant=variant,
-                        counts={"train_sessions": train.n_users, "train_clicks": train.n_events, "items": n_items,
-                                "test_prefixes": test.n_users},
-                        protocol={"split": "GCE-GNN published train/test", "ranking": "full", "filter_seen": False,
-                                  "early_stopping": f"valid {args.monitor.upper()} on the last click of 5% of "
-                                                    "training sessions",
-                                  "published": {k: {"P@20": p, "MRR@20": m}
-                                                for k, (p, m) in PUBLISHED[dataset].items()}, **extra},
-                        metrics={"P@20": round(p20, 2), "MRR@20": round(mrr20, 2)},
-                        timing={**timing, "eval_seconds": round(result.seconds, 1),
-                                "peak_rss_mb": round(peak_rss_mb())},
-                        seed=args.seed, command=command))
+                report(args, dataset, train, test, scored, model_name, variant, timing, extra)
     if not args.no_record:
         write_markdown()
 

@@ -4,6 +4,7 @@ and a mixture that beats both of its members on data with two patterns."""
 from __future__ import annotations
 
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -70,15 +71,39 @@ def test_tuned_mixture_beats_both_members_on_two_patterns() -> None:
     split = LeaveOneOutSplit().split(two_pattern_sequences())
     config = BlendConfig(members=[{"model": "markov"}, {"model": "repeat"}], monitor="hr@5")
     blend = Blend(config, split.train.n_items).fit(split.train, split.valid)
-    assert len(blend.tuning) == 11 and 0.0 < blend.weights[1] < 1.0  # neither member alone was best
+    assert [r["weights"][1] for r in blend.tuning] == pytest.approx([i / 10 for i in range(11)])
+    assert 0.0 < blend.weights[1] < 1.0  # neither member alone was best
     ec = EvalConfig(ks=(5,), filter_seen=False)
     hr = {name: evaluate(model, split.test, ec).metrics["hr@5"]
           for name, model in (("markov", blend.members[0]), ("repeat", blend.members[1]), ("blend", blend))}
     assert hr["blend"] > max(hr["markov"], hr["repeat"]) + 0.1, hr
     # the grid's ends are the members themselves: the chosen point is at least as good as either
-    by_weight = {r["weight"]: r["hr@5"] for r in blend.tuning}
+    by_weight = {r["weights"][1]: r["hr@5"] for r in blend.tuning}
     assert max(by_weight.values()) == by_weight[blend.weights[1]]
     assert by_weight[blend.weights[1]] >= max(by_weight[0.0], by_weight[1.0])
+
+
+def test_three_members_are_tuned_on_a_simplex_grid_from_cached_scores() -> None:
+    split = LeaveOneOutSplit().split(two_pattern_sequences(n_users=600))
+    config = BlendConfig(members=[{"model": "markov"}, {"model": "repeat"}, {"model": "pop"}], monitor="hr@5",
+                         grid_step=0.25)
+    blend = Blend(config, split.train.n_items).fit(split.train, split.valid)
+    with patch.object(Markov, "score", autospec=True, side_effect=Markov.score) as markov_scored:
+        blend.choose_weights(split.valid)
+    n_chunks = -(-split.valid.n_users // EvalConfig().chunk_users)
+    assert markov_scored.call_count == n_chunks  # once per validation chunk, not once per grid point
+    points = [r["weights"] for r in blend.tuning]
+    assert len(points) == 15 and all(sum(p) == pytest.approx(1) for p in points)  # C(4 + 2, 2) vectors
+    assert [1.0, 0.0, 0.0] in points and [0.0, 0.0, 1.0] in points
+    best = max(r["hr@5"] for r in blend.tuning)
+    assert blend.weights in points and next(r for r in blend.tuning if r["weights"] == blend.weights)["hr@5"] == best
+    # the scores cached while tuning are the members' own: the chosen point re-scored from scratch agrees
+    ec = EvalConfig(ks=(5,), filter_seen=False, exact_ranks=False)
+    assert evaluate(blend, split.valid, ec).metrics["hr@5"] == pytest.approx(best, abs=1e-5)
+    # and with the cache switched off, tuning reaches the same weights
+    uncached = Blend.from_members(blend.members, config.model_copy(update={"tuning_cache_mb": 0}))
+    assert uncached.choose_weights(split.valid) == blend.weights
+    assert uncached.tuning == blend.tuning
 
 
 def test_members_already_trained_and_a_neural_member_that_early_stops() -> None:
@@ -98,8 +123,11 @@ def test_members_already_trained_and_a_neural_member_that_early_stops() -> None:
 
 
 def test_bad_configs_are_refused_with_reasons() -> None:
-    with pytest.raises(ValidationError, match="two members"):
-        BlendConfig(members=[{"model": "pop"}, {"model": "markov"}, {"model": "repeat"}])
+    with pytest.raises(ValidationError, match="coarser grid_step"):
+        BlendConfig(members=[{"model": "pop"}, {"model": "markov"}, {"model": "repeat"}, {"model": "itemknn"}],
+                     grid_step=0.05)
+    with pytest.raises(ValidationError, match="must divide 1"):
+        BlendConfig(members=[{"model": "pop"}, {"model": "markov"}], grid_step=0.3)
     with pytest.raises(ValidationError, match="non-negative"):
         BlendConfig(members=[{"model": "pop"}, {"model": "markov"}], weights=[1.0])
     with pytest.raises(ValidationError, match="member of a blend"):

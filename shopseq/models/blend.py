@@ -10,7 +10,7 @@ history still gets the other member's mass, and ``score`` returns ``log p``.
 
     blend = Blend(BlendConfig(members=[{"model": "sasrec", "pointer": True}, {"model": "itemknn"}]), n_items)
     blend.fit(train, valid)          # each member on train; the weights on valid (grid, ``monitor``)
-    blend.weights                    # e.g. [0.7, 0.3]
+    blend.weights                    # e.g. [0.7, 0.3]; three or more members: a grid over the simplex
 
 or, for members already trained elsewhere, ``Blend.from_members([sasrec, knn], config)`` and then
 ``choose_weights(valid)``.
@@ -18,7 +18,9 @@ or, for members already trained elsewhere, ``Blend.from_members([sasrec, knn], c
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import itertools
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
@@ -33,9 +35,10 @@ from shopseq.models.registry import build_model, default_config, register
 if TYPE_CHECKING:
     from shopseq.evaluation import EvalConfig
 
-__all__ = ["Blend", "BlendConfig", "probabilities"]
+__all__ = ["Blend", "BlendConfig", "probabilities", "simplex_grid"]
 
-GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))  # weight of the second member when tuned
+MAX_GRID_POINTS = 500  # one validation pass over cached member scores each
+
 
 
 class BlendConfig(ModelConfig):
@@ -43,7 +46,12 @@ class BlendConfig(ModelConfig):
     members: list[SerializeAsAny[ModelConfig]] = Field(
         min_length=2, description='member configs, each like {"model": "itemknn", ...}')
     weights: list[float] | None = Field(None, description="mixture weights (normalised to sum 1); None = "
-                                        "chosen on the validation set (two members only)")
+                                        "chosen on the validation set from a grid (grid_step)")
+    grid_step: float = Field(0.1, gt=0.0, le=0.5, description="spacing of the weight grid tuned on validation: "
+                             "every vector of multiples of it that sums to 1")
+    tuning_cache_mb: int = Field(8192, ge=0, description="keep the members' validation scores in memory while "
+                                 "tuning (members x users x items x 4 bytes) up to this size, so each grid point "
+                                 "costs one mixing pass instead of a forward pass of every member")
     monitor: str = Field("mrr@20", description="validation metric the weights maximise (neural members "
                          "early-stop on their own train.monitor)")
     filter_seen: bool = Field(False, description="validate with the history's items removed from the ranking "
@@ -68,13 +76,33 @@ class BlendConfig(ModelConfig):
     @model_validator(mode="after")
     def _check_weights(self) -> Self:
         if self.weights is None:
-            if len(self.members) != 2:
-                raise ValueError("weights can be chosen on validation data for two members; give weights for more")
+            if abs(1.0 / self.grid_step - round(1.0 / self.grid_step)) > 1e-6:
+                raise ValueError(f"grid_step must divide 1 (0.1, 0.05, 0.25, ...), not {self.grid_step}")
+            n_points = len(simplex_grid(len(self.members), self.grid_step))
+            if n_points > MAX_GRID_POINTS:
+                raise ValueError(f"a grid of step {self.grid_step} over {len(self.members)} members has {n_points} "
+                                 f"points (at most {MAX_GRID_POINTS}): give a coarser grid_step, or the weights")
         elif len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum")
         if any(isinstance(m, BlendConfig) for m in self.members):
             raise ValueError("a blend cannot be a member of a blend")
         return self
+
+
+def simplex_grid(n_members: int, step: float) -> list[list[float]]:
+    """Every weight vector of multiples of ``step`` summing to 1, the later members' weights in
+    ascending order (for two members: the second member's weight 0, step, ..., 1)."""
+    n = round(1.0 / step)
+    return [[round((n - sum(rest)) / n, 6), *(round(r / n, 6) for r in rest)]
+            for rest in itertools.product(range(n + 1), repeat=n_members - 1) if sum(rest) <= n]
+
+
+def _fingerprint(histories: Histories) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (histories.items, histories.types, histories.timestamps, histories.lengths):
+        digest.update(np.ascontiguousarray(part).tobytes())
+        digest.update(str(part.shape).encode())
+    return digest.digest()
 
 
 def probabilities(model: Recommender, histories: Histories, head: str = "item") -> torch.Tensor:
@@ -99,7 +127,8 @@ class Blend(Recommender):
         super().__init__(config, n_items)
         self.members = [build_model(m, n_items) for m in config.members]
         self.weights = self._normalised(config.weights) if config.weights is not None else None
-        self.tuning: list[dict[str, float]] = []  # (weight, metric) of each grid point tried
+        self.tuning: list[dict[str, Any]] = []  # the weights and metrics of each grid point tried
+        self._cache: dict[tuple[int, str, bytes], torch.Tensor] | None = None  # member scores while tuning
 
     @classmethod
     def from_members(cls, members: list[Recommender], config: BlendConfig | None = None) -> Blend:
@@ -146,19 +175,24 @@ class Blend(Recommender):
         return self
 
     def choose_weights(self, valid: EvalSet) -> list[float]:
-        """The grid point (weight of the second member 0, 0.1, ..., 1) with the best ``monitor`` on
-        ``valid``; ties go to the smaller second weight."""
+        """The point of the weight grid (``simplex_grid(members, grid_step)``) with the best ``monitor``
+        on ``valid``; ties go to the earlier point (more weight on the earlier members)."""
         from shopseq.evaluation import evaluate
 
         config = self._eval_config(self.config.monitor)
+        n_bytes = len(self.members) * valid.n_users * (self.n_items + 1) * 4
+        self._cache = {} if n_bytes <= self.config.tuning_cache_mb * 2**20 else None
         self.tuning = []
-        for w in GRID:
-            self.weights = [round(1.0 - float(w), 6), float(w)]
-            metrics = evaluate(self, valid, config).metrics
-            self.tuning.append({"weight": float(w), **{k: round(float(v), 5) for k, v in metrics.items()
-                                                       if k.split("@")[0] in ("hr", "mrr", "ndcg")}})
-        best = max(self.tuning, key=lambda r: r[self.config.monitor])  # first of equals: the smaller weight
-        self.weights = [round(1.0 - best["weight"], 6), best["weight"]]
+        try:
+            for point in simplex_grid(len(self.members), self.config.grid_step):
+                self.weights = point
+                metrics = evaluate(self, valid, config).metrics
+                self.tuning.append({"weights": point, **{k: round(float(v), 5) for k, v in metrics.items()
+                                                         if k.split("@")[0] in ("hr", "mrr", "ndcg")}})
+        finally:
+            self._cache = None
+        best = max(self.tuning, key=lambda r: r[self.config.monitor])  # the first of equals
+        self.weights = list(best["weights"])
         return self.weights
 
     def _weights(self) -> list[float]:
@@ -166,14 +200,23 @@ class Blend(Recommender):
             raise RuntimeError("the blend has no weights yet: fit it, or call choose_weights")
         return self.weights
 
+    def _member_probabilities(self, i: int, histories: Histories, head: str) -> torch.Tensor:
+        """Member ``i``'s distribution for the batch; while tuning, computed once per batch (read-only)."""
+        if self._cache is None:
+            return probabilities(self.members[i], histories, head)
+        key = (i, head, _fingerprint(histories))
+        if key not in self._cache:
+            self._cache[key] = probabilities(self.members[i], histories, head)
+        return self._cache[key]
+
     def _mixture(self, histories: Histories, head: str) -> torch.Tensor:
         mix: torch.Tensor | None = None
         with torch.no_grad():
-            for w, member in zip(self._weights(), self.members, strict=True):
+            for i, w in enumerate(self._weights()):
                 if w == 0.0:
                     continue
-                part = probabilities(member, histories, head).mul_(w)
-                mix = part if mix is None else mix.add_(part)
+                part = self._member_probabilities(i, histories, head)
+                mix = part * w if mix is None else mix.add_(part, alpha=w)
         assert mix is not None  # weights sum to 1
         return torch.log(mix.clamp_(min=torch.finfo(torch.float32).tiny))
 
