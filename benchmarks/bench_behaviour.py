@@ -69,15 +69,18 @@ TYPES = {"event_types": True}
 TIME = {"event_types": True, "time_gaps": True, "hour_of_week": True}
 HEADS = {"next_purchase": 0.5, "next_type": 0.2, "purchase_copy": False}
 POINTER = {**HEADS, "purchase_copy": True}
-# label -> (event features, use attributes, auxiliary heads)
-VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float]]] = {
-    "item only": ({}, False, {}),
-    "+ event types": (TYPES, False, {}),
-    "+ types + time": (TIME, False, {}),
-    "+ types + time + attributes": (TIME, True, {}),
-    "+ types + time + attributes + heads": (TIME, True, HEADS),
-    "+ types + time + attributes + heads + purchase pointer": (TIME, True, POINTER),
-    "+ types + time + heads + purchase pointer": (TIME, False, POINTER),
+# label -> (event features, use attributes, auxiliary heads, next-item pointer over the history)
+VARIANTS: dict[str, tuple[dict[str, bool], bool, dict[str, float], bool]] = {
+    "item only": ({}, False, {}, False),
+    "+ event types": (TYPES, False, {}, False),
+    "+ types + time": (TIME, False, {}, False),
+    "+ types + time + attributes": (TIME, True, {}, False),
+    "+ types + time + attributes + heads": (TIME, True, HEADS, False),
+    "+ types + time + attributes + heads + purchase pointer": (TIME, True, POINTER, False),
+    "+ types + time + heads + purchase pointer": (TIME, False, POINTER, False),
+    # where nearly every next event re-visits a history item (the Taobao sample), the next-item
+    # head needs its own pointer to score those items (SASRecConfig.pointer)
+    "+ types + time + heads + both pointers": (TIME, False, POINTER, True),
 }
 
 
@@ -112,8 +115,8 @@ def load_taobao(scratch: Path) -> Loaded | None:
 
 
 def make_model(label: str, n_items: int, attrs: ItemAttributes, train: TrainConfig) -> SASRec:
-    features, use_attrs, heads = VARIANTS[label]
-    config = SASRecConfig(features=EventFeatures(**features), aux=heads, train=train)
+    features, use_attrs, heads, pointer = VARIANTS[label]
+    config = SASRecConfig(features=EventFeatures(**features), aux=heads, pointer=pointer, train=train)
     if use_attrs:
         config = with_attributes(config, attrs)
     model = SASRec(config, n_items)
