@@ -175,7 +175,8 @@ def settings(config: ModelConfig) -> str:
     """A saved model's settings that differ from its defaults (its training schedule aside), as JSON."""
     default = default_config(config.model).model_dump(mode="json")
     own = config.model_dump(mode="json")
-    changed = {k: v for k, v in own.items() if k not in ("train", "model", "seed") and v != default.get(k)}
+    changed = {k: v for k, v in own.items()
+               if k not in ("train", "model", "seed") and (v != default.get(k) or k == "hidden")}
     return f"{config.model} {json.dumps(changed)}"
 
 
@@ -196,7 +197,8 @@ def ensemble(args: argparse.Namespace, dataset: str, train: Sequences, valid: Ev
     print(f"{dataset} ensemble: weights {blend.weights} ({seconds:.0f} s to choose them on "
           f"{len(blend.tuning)} grid points)", flush=True)
     report(args, dataset, train, test, blend, "+".join(m.name for m in members),
-           "ensemble of " + "; ".join(settings(m.config) for m in members),
+           "ensemble of " + "; ".join(settings(m.config) for m in members)
+           + f", weights {blend.weights} chosen on valid {args.blend_monitor}",
            {"tuning_seconds": round(seconds, 1)},
            {"early_stopping": "each member's own, when it was trained (--save), on the same valid clicks",
             "blend": {"weights": blend.weights, "chosen_on": f"valid {args.blend_monitor}",
