@@ -154,9 +154,9 @@ def report(args: argparse.Namespace, dataset: str, train: Sequences, test: EvalS
     result = evaluate(scored, test, EvalConfig(ks=(20,), filter_seen=False))
     p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
     published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items()) or "none"
+    trained = f"{timing['epochs']:.0f} epochs, {timing['train_seconds']:.0f} s, " if "epochs" in timing else ""
     print(f"{dataset} {model_name}: P@20 {p20:.2f}, MRR@20 {mrr20:.2f} (published: {published}); "
-          f"{timing.get('epochs', 0):.0f} epochs, {timing.get('train_seconds', 0):.0f} s, "
-          f"eval {result.seconds:.1f} s", flush=True)
+          f"{trained}eval {result.seconds:.1f} s", flush=True)
     if args.no_record:
         return
     append_record(BenchRecord(
