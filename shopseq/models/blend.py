@@ -40,7 +40,6 @@ __all__ = ["Blend", "BlendConfig", "probabilities", "simplex_grid"]
 MAX_GRID_POINTS = 500  # one validation pass over cached member scores each
 
 
-
 class BlendConfig(ModelConfig):
     model: Literal["blend"] = "blend"
     members: list[SerializeAsAny[ModelConfig]] = Field(
