@@ -146,12 +146,13 @@ def _eval_set(h_items: np.ndarray, h_lengths: np.ndarray, t_items: np.ndarray, t
 
 
 COMMAND = "python benchmarks/bench_sessions.py " + " ".join(sys.argv[1:])
+EVAL = EvalConfig(ks=(20,), filter_seen=False)  # the published protocol: seen items stay rankable
 
 
 def report(args: argparse.Namespace, dataset: str, train: Sequences, test: EvalSet, scored: Recommender,
            model_name: str, variant: str, timing: dict[str, float], extra: dict[str, Any]) -> None:
     """Rank the test prefixes, print P@20 / MRR@20 beside the published numbers, append the record."""
-    result = evaluate(scored, test, EvalConfig(ks=(20,), filter_seen=False))
+    result = evaluate(scored, test, EVAL)
     p20, mrr20 = 100 * result.metrics["hr@20"], 100 * result.metrics["mrr@20"]
     published = ", ".join(f"{k} {p:.2f} / {m:.2f}" for k, (p, m) in PUBLISHED[dataset].items()) or "none"
     trained = f"{timing['epochs']:.0f} epochs, {timing['train_seconds']:.0f} s, " if "epochs" in timing else ""
@@ -180,6 +181,19 @@ def settings(config: ModelConfig) -> str:
     return f"{config.model} {json.dumps(changed)}"
 
 
+def mixed(args: argparse.Namespace, members: list[Recommender], train: Sequences, valid: EvalSet
+          ) -> tuple[Blend, dict[str, Any]]:
+    """``members`` and the ``--blend`` baseline, if any (fitted here), in one blend, the weights chosen
+    on the validation clicks; with the record's ``blend`` entry."""
+    if args.blend:
+        members = [*members, build_model(model_from_dict({"model": args.blend}, args.seed),
+                                         members[0].n_items).fit(train)]
+    blend = Blend.from_members(members, BlendConfig(members=[m.config for m in members], monitor=args.blend_monitor,
+                                                    grid_step=args.grid_step, filter_seen=False))
+    blend.choose_weights(valid)
+    return blend, {"weights": blend.weights, "chosen_on": f"valid {args.blend_monitor}", "tuning": blend.tuning}
+
+
 def ensemble(args: argparse.Namespace, dataset: str, train: Sequences, valid: EvalSet, test: EvalSet,
              n_items: int) -> None:
     """Mix saved models (and the ``--blend`` baseline), the weights chosen on the validation clicks."""
@@ -188,22 +202,16 @@ def ensemble(args: argparse.Namespace, dataset: str, train: Sequences, valid: Ev
         raise SystemExit(f"the saved models know {sorted({m.n_items for m in members})} items; {dataset} has "
                          f"{n_items}: were they trained on another dataset?")
     started = time.perf_counter()
-    if args.blend:
-        members.append(build_model(model_from_dict({"model": args.blend}, args.seed), n_items).fit(train))
-    blend = Blend.from_members(members, BlendConfig(members=[m.config for m in members], monitor=args.blend_monitor,
-                                                    grid_step=args.grid_step, filter_seen=False))
-    blend.choose_weights(valid)
+    blend, entry = mixed(args, members, train, valid)
     seconds = time.perf_counter() - started
     print(f"{dataset} ensemble: weights {blend.weights} ({seconds:.0f} s to choose them on "
           f"{len(blend.tuning)} grid points)", flush=True)
-    report(args, dataset, train, test, blend, "+".join(m.name for m in members),
-           "ensemble of " + "; ".join(settings(m.config) for m in members)
+    report(args, dataset, train, test, blend, "+".join(m.name for m in blend.members),
+           "ensemble of " + "; ".join(settings(m.config) for m in blend.members)
            + f", weights {blend.weights} chosen on valid {args.blend_monitor}",
            {"tuning_seconds": round(seconds, 1)},
            {"early_stopping": "each member's own, when it was trained (--save), on the same valid clicks",
-            "blend": {"weights": blend.weights, "chosen_on": f"valid {args.blend_monitor}",
-                      "members": [str(f) for f in args.ensemble] + ([args.blend] if args.blend else []),
-                      "tuning": blend.tuning}})
+            "blend": {**entry, "members": [*map(str, args.ensemble), *([args.blend] if args.blend else [])]}})
 
 
 def main() -> None:
@@ -227,10 +235,9 @@ def main() -> None:
     parser.add_argument("--ensemble", nargs="+", type=Path, default=None, metavar="DIR",
                         help="instead of training: mix models saved with --save (and the --blend baseline), "
                              "the weights chosen on the validation clicks from a grid over the simplex")
-    parser.add_argument("--grid-step", type=float, default=0.1, help="spacing of the --ensemble weight grid")
+    parser.add_argument("--grid-step", type=float, default=0.1, help="spacing of the blend's weight grid")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    eval_config = EvalConfig(ks=(20,), filter_seen=False)
     for dataset in args.datasets:
         loaded = load(dataset)
         if loaded is None:
@@ -252,7 +259,7 @@ def main() -> None:
             model = build_model(model_from_dict(spec, args.seed), n_items)
             started = time.perf_counter()
             if neural:
-                model.fit(train, validate=lambda m=model, v=valid: evaluate(m, v, eval_config).metrics)
+                model.fit(train, validate=lambda m=model, v=valid: evaluate(m, v, EVAL).metrics)
             else:  # baselines (markov, pop) have nothing to early-stop
                 model.fit(train)
             train_seconds = time.perf_counter() - started
@@ -265,15 +272,10 @@ def main() -> None:
             runs = [(model, name, label if neural else "baseline", {})]
             if neural and args.blend:
                 started = time.perf_counter()
-                partner = build_model(model_from_dict({"model": args.blend}, args.seed), n_items).fit(train)
-                blend = Blend.from_members([model, partner], BlendConfig(
-                    members=[model.config, partner.config], monitor=args.blend_monitor, filter_seen=False))
-                blend.choose_weights(valid)
+                blend, entry = mixed(args, [model], train, valid)
                 print(f"{dataset} {name} + {args.blend}: weights {blend.weights} "
                       f"({time.perf_counter() - started:.0f} s to fit the partner and choose them)", flush=True)
-                runs.append((blend, f"{name}+{args.blend}", f"{label} + {args.blend} blend",
-                             {"blend": {"weights": blend.weights, "chosen_on": f"valid {args.blend_monitor}",
-                                        "tuning": blend.tuning}}))
+                runs.append((blend, f"{name}+{args.blend}", f"{label} + {args.blend} blend", {"blend": entry}))
             for scored, model_name, variant, extra in runs:
                 report(args, dataset, train, test, scored, model_name, variant, timing, extra)
     if not args.no_record:
